@@ -1,0 +1,192 @@
+//! Kafka client set-up: one place that turns settings into rdkafka configs,
+//! creates topics, and starts librdkafka's in-process mock cluster for the
+//! zero-setup demo.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context, bail};
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    mocking::MockCluster,
+    producer::DefaultProducerContext,
+    types::RDKafkaErrorCode,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Secret;
+
+/// Settings shared by every Kafka client of a role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma-separated (`KAFKA_BROKERS` sets it too).
+    /// Unset: `demo` and `run all` start librdkafka's in-process mock cluster.
+    pub brokers: Option<String>,
+    /// Prepended to every topic name, so several deployments (or tests) can share a cluster.
+    pub topic_prefix: String,
+    /// Partitions of the topics Tributary creates.
+    pub partitions: i32,
+    /// Replication factor of the topics Tributary creates.
+    pub replication_factor: i32,
+    /// Consumer group session timeout. Shutdown drains within a deadline shorter than this.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Extra librdkafka properties for every client, e.g. `security.protocol`,
+    /// `ssl.ca.location`, `sasl.mechanisms`, `sasl.username`.
+    pub properties: BTreeMap<String, String>,
+    /// SASL password (`TRIBUTARY__KAFKA__SASL_PASSWORD`). Prints as `***`.
+    pub sasl_password: Option<Secret>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            topic_prefix: String::new(),
+            partitions: 6,
+            replication_factor: 1,
+            session_timeout: Duration::from_secs(10),
+            properties: BTreeMap::new(),
+            sasl_password: None,
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The deployed name of a contract topic.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// Settings every client shares: brokers, security, extra properties.
+    pub fn client_config(&self, brokers: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        if let Some(password) = &self.sasl_password {
+            config.set("sasl.password", password.expose());
+        }
+        config
+    }
+
+    /// A producer that never loses or reorders: idempotent, `acks=all`.
+    pub fn producer_config(&self, brokers: &str, client_id: &str) -> ClientConfig {
+        let mut config = self.client_config(brokers);
+        config
+            .set("client.id", client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        config
+    }
+
+    /// A group consumer that commits nothing on its own: the caller decides
+    /// where offsets are stored. Cooperative-sticky assignment.
+    pub fn consumer_config(&self, brokers: &str, group_id: &str) -> ClientConfig {
+        let mut config = self.client_config(brokers);
+        config
+            .set("group.id", group_id)
+            .set("client.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
+            .set("heartbeat.interval.ms", (self.session_timeout.as_millis() / 5).to_string());
+        config
+    }
+}
+
+/// Where the brokers are: an external cluster, or a mock cluster in this process.
+pub enum Cluster {
+    /// A real Kafka-compatible cluster.
+    External(String),
+    /// librdkafka's in-process mock cluster (demo only: ~5 MiB kept per partition).
+    Mock(MockCluster<'static, DefaultProducerContext>),
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cluster::External(brokers) => f.debug_tuple("External").field(brokers).finish(),
+            Cluster::Mock(mock) => f.debug_tuple("Mock").field(&mock.bootstrap_servers()).finish(),
+        }
+    }
+}
+
+impl Cluster {
+    /// The configured brokers, or a new mock cluster when none are configured
+    /// and `allow_mock` is set.
+    pub fn connect(settings: &KafkaSettings, allow_mock: bool) -> anyhow::Result<Self> {
+        match &settings.brokers {
+            Some(brokers) if !brokers.trim().is_empty() => Ok(Cluster::External(brokers.clone())),
+            _ if allow_mock => Ok(Cluster::Mock(
+                MockCluster::new(1).context("starting the in-process mock Kafka cluster")?,
+            )),
+            _ => bail!(
+                "kafka.brokers is not set (KAFKA_BROKERS): a mock cluster lives inside one \
+                 process, so only `demo` and `run all` can start without brokers"
+            ),
+        }
+    }
+
+    /// The bootstrap servers to give clients.
+    pub fn bootstrap_servers(&self) -> String {
+        match self {
+            Cluster::External(brokers) => brokers.clone(),
+            Cluster::Mock(mock) => mock.bootstrap_servers(),
+        }
+    }
+
+    /// Whether this is the in-process mock cluster.
+    pub fn is_mock(&self) -> bool {
+        matches!(self, Cluster::Mock(_))
+    }
+
+    /// Creates the topics that do not exist yet. Existing topics are left as they are.
+    pub async fn ensure_topics(&self, settings: &KafkaSettings, names: &[String]) -> anyhow::Result<()> {
+        match self {
+            Cluster::Mock(mock) => {
+                for name in names {
+                    mock.create_topic(name, settings.partitions, 1)
+                        .with_context(|| format!("creating topic {name} on the mock cluster"))?;
+                }
+                Ok(())
+            }
+            Cluster::External(brokers) => {
+                let admin: AdminClient<DefaultClientContext> = settings
+                    .client_config(brokers)
+                    .create()
+                    .context("creating a Kafka admin client")?;
+                let topics: Vec<NewTopic<'_>> = names
+                    .iter()
+                    .map(|name| {
+                        NewTopic::new(
+                            name,
+                            settings.partitions,
+                            TopicReplication::Fixed(settings.replication_factor),
+                        )
+                    })
+                    .collect();
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+                let results = admin
+                    .create_topics(&topics, &options)
+                    .await
+                    .context("creating topics")?;
+                for result in results {
+                    match result {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => bail!("creating topic {topic}: {code}"),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
