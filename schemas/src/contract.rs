@@ -61,7 +61,9 @@ pub struct RecordHistory {
 impl RecordHistory {
     /// The `.avsc` text of the current version.
     pub fn current(&self) -> &'static str {
-        self.versions.last().expect("a record has at least one version")
+        self.versions
+            .last()
+            .expect("a record has at least one version")
     }
 }
 

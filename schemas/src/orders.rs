@@ -83,12 +83,54 @@ pub struct OrderRefunded {
     pub refunded_at: i64,
 }
 
-event!(OrderPlaced, "shop.orders.OrderPlaced", Topic::Orders, order_id, placed_at, ["v1"]);
-event!(OrderCancelled, "shop.orders.OrderCancelled", Topic::Orders, order_id, cancelled_at, ["v1"]);
-event!(OrderPaid, "shop.orders.OrderPaid", Topic::Orders, order_id, paid_at, ["v1"]);
-event!(OrderShipped, "shop.orders.OrderShipped", Topic::Orders, order_id, shipped_at, ["v1"]);
-event!(OrderDelivered, "shop.orders.OrderDelivered", Topic::Orders, order_id, delivered_at, ["v1"]);
-event!(OrderRefunded, "shop.orders.OrderRefunded", Topic::Orders, order_id, refunded_at, ["v1"]);
+event!(
+    OrderPlaced,
+    "shop.orders.OrderPlaced",
+    Topic::Orders,
+    order_id,
+    placed_at,
+    ["v1"]
+);
+event!(
+    OrderCancelled,
+    "shop.orders.OrderCancelled",
+    Topic::Orders,
+    order_id,
+    cancelled_at,
+    ["v1"]
+);
+event!(
+    OrderPaid,
+    "shop.orders.OrderPaid",
+    Topic::Orders,
+    order_id,
+    paid_at,
+    ["v1"]
+);
+event!(
+    OrderShipped,
+    "shop.orders.OrderShipped",
+    Topic::Orders,
+    order_id,
+    shipped_at,
+    ["v1"]
+);
+event!(
+    OrderDelivered,
+    "shop.orders.OrderDelivered",
+    Topic::Orders,
+    order_id,
+    delivered_at,
+    ["v1"]
+);
+event!(
+    OrderRefunded,
+    "shop.orders.OrderRefunded",
+    Topic::Orders,
+    order_id,
+    refunded_at,
+    ["v1"]
+);
 
 /// Any event of an order's stream, as the projector sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +153,10 @@ impl OrderEvent {
         writer: Option<&apache_avro::Schema>,
         datum: &[u8],
     ) -> crate::Result<Option<Self>> {
-        fn one<T: crate::Event>(writer: Option<&apache_avro::Schema>, datum: &[u8]) -> crate::Result<T> {
+        fn one<T: crate::Event>(
+            writer: Option<&apache_avro::Schema>,
+            datum: &[u8],
+        ) -> crate::Result<T> {
             match writer {
                 None => T::decode(datum),
                 Some(writer) => T::decode_resolving(writer, datum),

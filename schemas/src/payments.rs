@@ -43,6 +43,27 @@ pub struct RefundIssued {
     pub issued_at: i64,
 }
 
-event!(PaymentCaptured, "payments.PaymentCaptured", Topic::Payments, order_id, captured_at, ["v1"]);
-event!(PaymentFailed, "payments.PaymentFailed", Topic::Payments, order_id, failed_at, ["v1"]);
-event!(RefundIssued, "payments.RefundIssued", Topic::Payments, order_id, issued_at, ["v1"]);
+event!(
+    PaymentCaptured,
+    "payments.PaymentCaptured",
+    Topic::Payments,
+    order_id,
+    captured_at,
+    ["v1"]
+);
+event!(
+    PaymentFailed,
+    "payments.PaymentFailed",
+    Topic::Payments,
+    order_id,
+    failed_at,
+    ["v1"]
+);
+event!(
+    RefundIssued,
+    "payments.RefundIssued",
+    Topic::Payments,
+    order_id,
+    issued_at,
+    ["v1"]
+);

@@ -27,5 +27,19 @@ pub struct ShipmentDelivered {
     pub delivered_at: i64,
 }
 
-event!(ShipmentDispatched, "warehouse.ShipmentDispatched", Topic::Shipments, order_id, dispatched_at, ["v1"]);
-event!(ShipmentDelivered, "warehouse.ShipmentDelivered", Topic::Shipments, order_id, delivered_at, ["v1"]);
+event!(
+    ShipmentDispatched,
+    "warehouse.ShipmentDispatched",
+    Topic::Shipments,
+    order_id,
+    dispatched_at,
+    ["v1"]
+);
+event!(
+    ShipmentDelivered,
+    "warehouse.ShipmentDelivered",
+    Topic::Shipments,
+    order_id,
+    delivered_at,
+    ["v1"]
+);

@@ -81,8 +81,16 @@ fn an_event_round_trips_through_the_wire_format() {
         customer_id: "0190f1d2-0000-7000-8000-0000000000aa".into(),
         currency: "EUR".into(),
         lines: vec![
-            OrderLine { sku: "SKU-1".into(), quantity: 2, unit_price_minor: 1250 },
-            OrderLine { sku: "SKU-2".into(), quantity: 1, unit_price_minor: 99 },
+            OrderLine {
+                sku: "SKU-1".into(),
+                quantity: 2,
+                unit_price_minor: 1250,
+            },
+            OrderLine {
+                sku: "SKU-2".into(),
+                quantity: 1,
+                unit_price_minor: 99,
+            },
         ],
         total_minor: 2599,
         placed_at: 1_732_406_400_000,
@@ -92,7 +100,10 @@ fn an_event_round_trips_through_the_wire_format() {
     assert_eq!(id, 7);
     assert_eq!(OrderPlaced::decode(datum).unwrap(), event);
     // The resolving path agrees with the fast path.
-    assert_eq!(OrderPlaced::decode_resolving(OrderPlaced::schema(), datum).unwrap(), event);
+    assert_eq!(
+        OrderPlaced::decode_resolving(OrderPlaced::schema(), datum).unwrap(),
+        event
+    );
     let decoded = OrderEvent::decode(OrderPlaced::FULL_NAME, None, datum).unwrap();
     assert_eq!(decoded, Some(OrderEvent::Placed(event)));
 }
@@ -124,7 +135,10 @@ fn a_newer_writer_with_an_added_optional_field_resolves_into_the_current_type() 
     let value = apache_avro::types::Value::Record(vec![
         ("order_id".into(), "o-1".into()),
         ("reason".into(), "r".into()),
-        ("cancelled_at".into(), apache_avro::types::Value::TimestampMillis(5)),
+        (
+            "cancelled_at".into(),
+            apache_avro::types::Value::TimestampMillis(5),
+        ),
         (
             "cancelled_by".into(),
             apache_avro::types::Value::Union(1, Box::new("ops".into())),
@@ -138,6 +152,10 @@ fn a_newer_writer_with_an_added_optional_field_resolves_into_the_current_type() 
     let decoded = OrderCancelled::decode_resolving(&v2, &datum).unwrap();
     assert_eq!(
         decoded,
-        OrderCancelled { order_id: "o-1".into(), reason: "r".into(), cancelled_at: 5 }
+        OrderCancelled {
+            order_id: "o-1".into(),
+            reason: "r".into(),
+            cancelled_at: 5
+        }
     );
 }

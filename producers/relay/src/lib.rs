@@ -1,1 +1,241 @@
-//! placeholder
+//! The outbox relay: publishes `commands.outbox` rows to Kafka in id order and
+//! marks them published only after the broker acknowledged them.
+//!
+//! - The producer is idempotent with `acks=all`; records are keyed by
+//!   aggregate id, so one order's events land on one partition in order.
+//!   With idempotence librdkafka keeps a partition gap-less: if a record
+//!   fails, the records after it on that partition fail too, so marking every
+//!   acknowledged row never lets a later event overtake an earlier one.
+//! - A crash between the acknowledgement and the mark republishes the rows:
+//!   delivery is at-least-once and consumers are idempotent.
+//! - One relay publishes at a time: the leader holds a PostgreSQL advisory
+//!   lock on its own connection; standbys take over when that connection dies.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::join_all;
+use rdkafka::{
+    ClientConfig,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+/// The advisory lock key of the relay leader ("tributary relay").
+const LEADER_LOCK: i64 = 0x7472_6962_7265_6c61;
+
+/// Settings of the relay role.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Most rows published per round trip.
+    pub batch_size: i64,
+    /// How long the relay sleeps when the outbox is empty.
+    #[serde(with = "humantime_serde")]
+    pub idle_interval: Duration,
+    /// How often a standby relay tries to become the leader.
+    #[serde(with = "humantime_serde")]
+    pub standby_interval: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            idle_interval: Duration::from_millis(20),
+            standby_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one round of publishing did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Rows acknowledged by the broker and marked published.
+    pub published: usize,
+    /// Rows whose delivery failed; they stay in the outbox for the next round.
+    pub failed: usize,
+}
+
+/// Publishes the outbox.
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    settings: RelaySettings,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    topic: String,
+    key: String,
+    value: Vec<u8>,
+    headers: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Relay {
+    /// A relay over `pool` producing with `producer_config`
+    /// (see `KafkaSettings::producer_config`).
+    pub fn new(
+        pool: PgPool,
+        producer_config: &ClientConfig,
+        settings: RelaySettings,
+    ) -> anyhow::Result<Self> {
+        let producer = producer_config
+            .create()
+            .context("creating the relay's Kafka producer")?;
+        Ok(Self {
+            pool,
+            producer,
+            settings,
+        })
+    }
+
+    /// Publishes until `token` is cancelled; standby while another relay leads.
+    pub async fn run(&self, token: CancellationToken) -> anyhow::Result<()> {
+        while !token.is_cancelled() {
+            let Some(mut leader) = self.try_lead().await? else {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(self.settings.standby_interval) => continue,
+                }
+            };
+            tracing::info!("relay is the leader");
+            let outcome = self.lead(&mut leader, &token).await;
+            // Closing the connection releases the advisory lock.
+            let _ = leader.close().await;
+            if let Err(error) = outcome {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "relay lost its database connection; retrying"
+                );
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(self.settings.standby_interval) => {}
+                }
+            }
+        }
+        // Whatever is in flight was already awaited by the last round.
+        self.producer.flush(Duration::from_secs(5)).ok();
+        Ok(())
+    }
+
+    /// A dedicated connection holding the leader lock, or `None` if another relay leads.
+    async fn try_lead(&self) -> anyhow::Result<Option<PgConnection>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .context("connecting the relay")?
+            .detach();
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(leader.then_some(conn))
+    }
+
+    async fn lead(&self, conn: &mut PgConnection, token: &CancellationToken) -> anyhow::Result<()> {
+        while !token.is_cancelled() {
+            let round = self.publish_round(conn).await?;
+            if round.failed > 0 {
+                tracing::warn!(failed = round.failed, "deliveries failed; retrying shortly");
+            }
+            if round.published < self.settings.batch_size as usize || round.failed > 0 {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(self.settings.idle_interval) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One unit of work: publish up to `batch_size` unpublished rows in id
+    /// order, wait for every acknowledgement, mark the acknowledged rows.
+    pub async fn publish_round(&self, conn: &mut PgConnection) -> anyhow::Result<Round> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, topic, key, value, headers FROM commands.outbox
+             WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading the outbox")?;
+        if rows.is_empty() {
+            return Ok(Round::default());
+        }
+
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
+            for (name, value) in row.headers.iter() {
+                if let Some(value) = value.as_str() {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    });
+                }
+            }
+            let record = FutureRecord::to(&row.topic)
+                .key(&row.key)
+                .payload(&row.value)
+                .headers(headers);
+            // Enqueueing waits while librdkafka's queue is full.
+            deliveries.push(self.producer.send(record, rdkafka::util::Timeout::Never));
+        }
+        let results = join_all(deliveries).await;
+
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failed = 0;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(_) => published.push(row.id),
+                Err((error, _)) => {
+                    failed += 1;
+                    tracing::debug!(id = row.id, topic = %row.topic, error = %error, "delivery failed");
+                }
+            }
+        }
+        if !published.is_empty() {
+            sqlx::query("UPDATE commands.outbox SET published_at = now() WHERE id = ANY($1)")
+                .bind(&published)
+                .execute(&mut *conn)
+                .await
+                .context("marking rows published")?;
+        }
+        metrics::counter!("tributary_relay_published_total").increment(published.len() as u64);
+        metrics::counter!("tributary_relay_failed_total").increment(failed as u64);
+        Ok(Round {
+            published: published.len(),
+            failed,
+        })
+    }
+
+    /// A connection for driving [`Relay::publish_round`] directly (tests, benchmarks).
+    pub async fn connection(&self) -> anyhow::Result<PgConnection> {
+        Ok(self.pool.acquire().await?.detach())
+    }
+}
+
+/// Rows not yet published, and the age in seconds of the oldest.
+pub async fn backlog(pool: &PgPool) -> anyhow::Result<(i64, f64)> {
+    let (count, age): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
+         FROM commands.outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((count, age.unwrap_or(0.0)))
+}

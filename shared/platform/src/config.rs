@@ -48,7 +48,10 @@ pub fn load<T: DeserializeOwned>(
     let mut builder = config::Config::builder();
     if let Some(file) = file {
         if !file.exists() {
-            return Err(ConfigError(format!("file {} does not exist", file.display())));
+            return Err(ConfigError(format!(
+                "file {} does not exist",
+                file.display()
+            )));
         }
         builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
     }
@@ -62,9 +65,7 @@ pub fn load<T: DeserializeOwned>(
         )
         .build()
         .map_err(|e| ConfigError(e.to_string()))?;
-    built
-        .try_deserialize()
-        .map_err(|e| ConfigError(explain(e)))
+    built.try_deserialize().map_err(|e| ConfigError(explain(e)))
 }
 
 /// Environment keys arrive lower-cased; say which variable a key came from.
@@ -103,7 +104,9 @@ mod tests {
 
     impl Default for Database {
         fn default() -> Self {
-            Self { url: "postgres://default".into() }
+            Self {
+                url: "postgres://default".into(),
+            }
         }
     }
 
@@ -117,12 +120,18 @@ mod tests {
 
     impl Default for Relay {
         fn default() -> Self {
-            Self { batch_size: 100, poll_interval: Duration::from_millis(500) }
+            Self {
+                batch_size: 100,
+                poll_interval: Duration::from_millis(500),
+            }
         }
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -146,8 +155,11 @@ mod tests {
         assert_eq!(from_file.database.url, "postgres://file");
         assert_eq!(from_file.relay.poll_interval, Duration::from_secs(2));
 
-        let conventional: Settings =
-            load(Some(&file), &env(&[("DATABASE_URL", "postgres://conventional")])).unwrap();
+        let conventional: Settings = load(
+            Some(&file),
+            &env(&[("DATABASE_URL", "postgres://conventional")]),
+        )
+        .unwrap();
         assert_eq!(conventional.database.url, "postgres://conventional");
 
         let prefixed: Settings = load(

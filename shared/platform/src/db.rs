@@ -64,7 +64,10 @@ impl DatabaseSettings {
 
 /// Opens the pool; with `migrate` set, creates the database if missing and
 /// applies every migration in `migrators`.
-pub async fn connect(settings: &DatabaseSettings, migrators: &[&Migrator]) -> anyhow::Result<PgPool> {
+pub async fn connect(
+    settings: &DatabaseSettings,
+    migrators: &[&Migrator],
+) -> anyhow::Result<PgPool> {
     if settings.migrate
         && !sqlx::Postgres::database_exists(settings.url.expose())
             .await
@@ -105,8 +108,13 @@ pub mod scratch {
     pub async fn database() -> anyhow::Result<DatabaseSettings> {
         let base = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let mut url = url_without_database(&base);
-        let name = format!("tributary_test_{}", uuid::Uuid::new_v4().simple());
+        database_on(&base, "tributary_test").await
+    }
+
+    /// Creates an empty database named `<prefix>_<random>` on the server of `url`.
+    pub async fn database_on(url: &str, prefix: &str) -> anyhow::Result<DatabaseSettings> {
+        let mut url = url_without_database(url);
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         url.push_str(&name);
         sqlx::Postgres::create_database(&url)
             .await
@@ -116,6 +124,13 @@ pub mod scratch {
             max_connections: 8,
             ..DatabaseSettings::default()
         })
+    }
+
+    /// Drops a scratch database (close its pools first).
+    pub async fn drop(settings: &DatabaseSettings) -> anyhow::Result<()> {
+        sqlx::Postgres::force_drop_database(settings.url.expose())
+            .await
+            .context("dropping the scratch database")
     }
 
     fn url_without_database(url: &str) -> String {
@@ -134,7 +149,10 @@ pub mod scratch {
                 super::url_without_database("postgres://u:p@h:5432/db?sslmode=disable"),
                 "postgres://u:p@h:5432/"
             );
-            assert_eq!(super::url_without_database("postgres://h:5432"), "postgres://h:5432/");
+            assert_eq!(
+                super::url_without_database("postgres://h:5432"),
+                "postgres://h:5432/"
+            );
         }
     }
 }

@@ -74,7 +74,11 @@ impl Problem {
     /// 500: logs the error with its cause chain and answers without its details.
     pub fn internal(error: &anyhow::Error) -> Self {
         tracing::error!(error = format!("{error:#}"), "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "the server could not complete the request")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            "the server could not complete the request",
+        )
     }
 }
 
@@ -129,14 +133,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body must be JSON (Content-Type: application/json)",
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            let status = rejection.status();
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(status, "Body too large", "the request body is larger than this endpoint accepts")
-            } else {
-                Problem::new(status, "Unreadable body", rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        status,
+                        "Body too large",
+                        "the request body is larger than this endpoint accepts",
+                    )
+                } else {
+                    Problem::new(status, "Unreadable body", rejection.body_text())
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -151,7 +161,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             return Problem::new(StatusCode::BAD_REQUEST, "Malformed JSON", inner.to_string());
         }
         let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
         let field = field_of(&path, &message);
         Problem::invalid_field(field, message)
     })
@@ -197,11 +211,18 @@ pub fn operations_routes(ready: ReadinessCheck) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(|| async { crate::telemetry::render_metrics() }))
+        .route(
+            "/metrics",
+            get(|| async { crate::telemetry::render_metrics() }),
+        )
 }
 
 /// Binds `addr`, serving `router` until `token` is cancelled (in-flight requests finish).
-pub async fn serve(addr: SocketAddr, router: Router, token: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    router: Router,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -250,7 +271,10 @@ mod tests {
 
     #[test]
     fn names_the_field_that_is_missing_unknown_or_mistyped() {
-        assert_eq!(problem(r#"{"lines": []}"#).field.as_deref(), Some("customer_id"));
+        assert_eq!(
+            problem(r#"{"lines": []}"#).field.as_deref(),
+            Some("customer_id")
+        );
         let unknown = problem(r#"{"customer_id": "c", "lines": [], "coupon": 1}"#);
         assert_eq!(unknown.field.as_deref(), Some("coupon"));
         let nested = problem(r#"{"customer_id": "c", "lines": [{"sku": "A", "quantity": "two"}]}"#);

@@ -97,8 +97,14 @@ impl KafkaSettings {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", self.session_timeout.as_millis().to_string())
-            .set("heartbeat.interval.ms", (self.session_timeout.as_millis() / 5).to_string());
+            .set(
+                "session.timeout.ms",
+                self.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout.as_millis() / 5).to_string(),
+            );
         config
     }
 }
@@ -115,7 +121,10 @@ impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Cluster::External(brokers) => f.debug_tuple("External").field(brokers).finish(),
-            Cluster::Mock(mock) => f.debug_tuple("Mock").field(&mock.bootstrap_servers()).finish(),
+            Cluster::Mock(mock) => f
+                .debug_tuple("Mock")
+                .field(&mock.bootstrap_servers())
+                .finish(),
         }
     }
 }
@@ -150,12 +159,25 @@ impl Cluster {
     }
 
     /// Creates the topics that do not exist yet. Existing topics are left as they are.
-    pub async fn ensure_topics(&self, settings: &KafkaSettings, names: &[String]) -> anyhow::Result<()> {
+    pub async fn ensure_topics(
+        &self,
+        settings: &KafkaSettings,
+        names: &[String],
+    ) -> anyhow::Result<()> {
         match self {
             Cluster::Mock(mock) => {
                 for name in names {
-                    mock.create_topic(name, settings.partitions, 1)
-                        .with_context(|| format!("creating topic {name} on the mock cluster"))?;
+                    match mock.create_topic(name, settings.partitions, 1) {
+                        Ok(()) => {}
+                        Err(error)
+                            if error.rdkafka_error_code()
+                                == Some(RDKafkaErrorCode::TopicAlreadyExists) => {}
+                        Err(error) => {
+                            return Err(error).with_context(|| {
+                                format!("creating topic {name} on the mock cluster")
+                            });
+                        }
+                    }
                 }
                 Ok(())
             }

@@ -26,5 +26,6 @@ pub mod kafka;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use secret::Secret;

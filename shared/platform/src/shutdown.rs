@@ -26,7 +26,10 @@ impl Default for Shutdown {
 impl Shutdown {
     /// A coordinator with no tasks yet.
     pub fn new() -> Self {
-        Self { token: CancellationToken::new(), tasks: JoinSet::new() }
+        Self {
+            token: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        }
     }
 
     /// The token every task watches; cancelled when shutdown begins.
@@ -78,7 +81,9 @@ impl Shutdown {
     }
 }
 
-fn record(joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>) -> Option<anyhow::Error> {
+fn record(
+    joined: Result<(String, anyhow::Result<()>), tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
     match joined {
         Ok((name, Ok(()))) => {
             tracing::info!(task = %name, "task stopped");

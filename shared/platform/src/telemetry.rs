@@ -30,17 +30,22 @@ pub enum LogFormat {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_format: LogFormat::Text, log_level: "info".into() }
+        Self {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
     }
 }
 
 /// Installs the global log subscriber (once; later calls do nothing).
 pub fn init_logs(settings: &TelemetrySettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match settings.log_format {
-        LogFormat::Text => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),

@@ -1,0 +1,88 @@
+//! Outbox records: an event encoded exactly as it will travel on Kafka,
+//! written in the same transaction as the state change that caused it.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use sqlx::PgConnection;
+use tributary_schemas::{Event, framing};
+use uuid::Uuid;
+
+/// Where an event type goes: its deployed topic and its registry schema id.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The deployed topic name (with any prefix).
+    pub topic: String,
+    /// The id of the event's current schema in the registry.
+    pub schema_id: u32,
+}
+
+/// Context every event carries in its headers.
+#[derive(Debug, Clone)]
+pub struct Causation {
+    /// Ties together everything that follows from one outside request.
+    pub correlation_id: Uuid,
+    /// The command (or event) that caused this event.
+    pub causation_id: Uuid,
+    /// W3C trace context of the request, when it came with one.
+    pub traceparent: Option<String>,
+    /// The role that produced the event (`tributary-api`).
+    pub producer: &'static str,
+}
+
+/// One row of `commands.outbox`.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    pub event_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: Map<String, Value>,
+}
+
+impl OutboxRecord {
+    /// Encodes `event` with the Confluent framing and the standard headers.
+    pub fn new<E: Event>(route: &Route, event: &E, causation: &Causation) -> anyhow::Result<Self> {
+        let event_id = Uuid::now_v7();
+        let occurred_at = DateTime::<Utc>::from_timestamp_millis(event.occurred_at())
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut headers = Map::new();
+        headers.insert("event_id".into(), event_id.to_string().into());
+        headers.insert("event_type".into(), E::FULL_NAME.into());
+        headers.insert("occurred_at".into(), occurred_at.into());
+        headers.insert(
+            "correlation_id".into(),
+            causation.correlation_id.to_string().into(),
+        );
+        headers.insert(
+            "causation_id".into(),
+            causation.causation_id.to_string().into(),
+        );
+        headers.insert("producer".into(), causation.producer.into());
+        if let Some(traceparent) = &causation.traceparent {
+            headers.insert("traceparent".into(), traceparent.clone().into());
+        }
+        Ok(Self {
+            event_id,
+            topic: route.topic.clone(),
+            key: event.key().to_owned(),
+            value: framing::encode(route.schema_id, event)?,
+            headers,
+        })
+    }
+
+    /// Appends the record to the outbox inside the caller's transaction.
+    pub async fn append(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO commands.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(self.event_id)
+        .bind(&self.topic)
+        .bind(&self.key)
+        .bind(&self.value)
+        .bind(Value::Object(self.headers.clone()))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

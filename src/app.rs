@@ -1,0 +1,219 @@
+//! Assembles roles from settings: what `run`, `demo`, `bench` and the
+//! end-to-end tests share. Each role is built here and run under one
+//! [`Shutdown`]; `run all` spawns every role in one process.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sqlx::{PgPool, migrate::Migrator};
+use tokio::net::TcpListener;
+use tributary_commands::{AppState, Orders};
+use tributary_platform::{http::serve_on, kafka::Cluster, shutdown::Shutdown};
+use tributary_projector::{Decoder, Projector};
+use tributary_registry::{ContractIds, RegistryClient};
+use tributary_relay::Relay;
+use tributary_schemas::Topic;
+
+use crate::Settings;
+
+/// Every crate's migrations, applied as one ordered set.
+pub const MIGRATORS: [&Migrator; 3] = [
+    &tributary_registry::MIGRATOR,
+    &tributary_commands::MIGRATOR,
+    &tributary_projector::MIGRATOR,
+];
+
+/// How long a role waits for the registry at start-up.
+const REGISTRY_WAIT: Duration = Duration::from_secs(60);
+
+/// What the roles of one process share.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The effective settings.
+    pub settings: Settings,
+    /// The PostgreSQL pool (migrated).
+    pub pool: PgPool,
+    /// The Kafka cluster (external, or the in-process mock).
+    pub cluster: Arc<Cluster>,
+}
+
+/// The roles `run` can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The command API (HTTP).
+    Api,
+    /// The outbox relay.
+    Relay,
+    /// The projector.
+    Projector,
+    /// The query API (HTTP).
+    Query,
+    /// The schema registry (HTTP).
+    Registry,
+    /// Every role in one process.
+    All,
+}
+
+impl App {
+    /// Connects PostgreSQL (migrating) and Kafka. `allow_mock` lets an unset
+    /// `kafka.brokers` start librdkafka's mock cluster in this process.
+    pub async fn connect(settings: Settings, allow_mock: bool) -> anyhow::Result<Self> {
+        let pool = tributary_platform::db::connect(&settings.database, &MIGRATORS).await?;
+        let cluster = Arc::new(Cluster::connect(&settings.kafka, allow_mock)?);
+        Ok(Self {
+            settings,
+            pool,
+            cluster,
+        })
+    }
+
+    /// Creates the contract's topics where they do not exist.
+    pub async fn ensure_topics(&self) -> anyhow::Result<()> {
+        let names: Vec<String> = Topic::ALL.iter().map(|t| self.topic(*t)).collect();
+        self.cluster
+            .ensure_topics(&self.settings.kafka, &names)
+            .await
+    }
+
+    /// The deployed name of a contract topic.
+    pub fn topic(&self, topic: Topic) -> String {
+        self.settings.kafka.topic(topic.name())
+    }
+
+    /// A client of the configured registry.
+    pub fn registry_client(&self) -> anyhow::Result<RegistryClient> {
+        Ok(RegistryClient::new(&self.settings.registry.url)?)
+    }
+
+    /// Registers the contract (waiting for the registry) and returns its ids.
+    pub async fn contract_ids(&self) -> anyhow::Result<ContractIds> {
+        self.registry_client()?
+            .register_contract(&self.settings.kafka.topic_prefix, REGISTRY_WAIT)
+            .await
+            .context("registering the Avro contract")
+    }
+
+    /// The command API's router.
+    pub async fn command_router(&self) -> anyhow::Result<axum::Router> {
+        let ids = self.contract_ids().await?;
+        let orders = Orders::new(self.pool.clone(), &ids, &self.settings.kafka.topic_prefix)?;
+        Ok(tributary_commands::router(
+            AppState { orders },
+            &self.settings.api,
+        ))
+    }
+
+    /// An outbox relay.
+    pub fn relay(&self) -> anyhow::Result<Relay> {
+        let config = self
+            .settings
+            .kafka
+            .producer_config(&self.cluster.bootstrap_servers(), "tributary-relay");
+        Relay::new(self.pool.clone(), &config, self.settings.relay.clone())
+    }
+
+    /// A projector in the configured consumer group.
+    pub async fn projector(&self) -> anyhow::Result<Projector> {
+        let ids = self.contract_ids().await?;
+        let decoder = Decoder::new(self.registry_client()?, ids);
+        let config = self.settings.kafka.consumer_config(
+            &self.cluster.bootstrap_servers(),
+            &self.settings.projector.group_id,
+        );
+        Projector::new(
+            self.pool.clone(),
+            decoder,
+            self.topic(Topic::Orders),
+            &config,
+            self.settings.projector.clone(),
+        )
+    }
+
+    /// Spawns `role` (every role for [`Role::All`]) under `shutdown`. HTTP
+    /// roles serve on the listeners given, or bind their configured address.
+    pub async fn spawn(
+        &self,
+        role: Role,
+        listeners: Listeners,
+        shutdown: &mut Shutdown,
+    ) -> anyhow::Result<()> {
+        let token = shutdown.token();
+        let Listeners {
+            registry,
+            api,
+            query,
+        } = listeners;
+        if matches!(role, Role::Registry | Role::All) {
+            let listener = or_bind(registry, self.settings.registry.listen).await?;
+            let router = tributary_registry::router(self.pool.clone());
+            shutdown.spawn("registry", serve_on(listener, router, token.clone()));
+        }
+        if matches!(role, Role::Relay | Role::All) {
+            self.ensure_topics().await?;
+            let relay = self.relay()?;
+            let token = token.clone();
+            shutdown.spawn("relay", async move { relay.run(token).await });
+        }
+        if matches!(role, Role::Projector | Role::All) {
+            self.ensure_topics().await?;
+            let projector = self.projector().await?;
+            shutdown.spawn("projector", projector.run(token.clone()));
+        }
+        if matches!(role, Role::Api | Role::All) {
+            let listener = or_bind(api, self.settings.api.listen).await?;
+            let router = self.command_router().await?;
+            shutdown.spawn("api", serve_on(listener, router, token.clone()));
+        }
+        if matches!(role, Role::Query | Role::All) {
+            let listener = or_bind(query, self.settings.query.listen).await?;
+            let router = tributary_query::router(self.pool.clone(), &self.settings.query);
+            shutdown.spawn("query", serve_on(listener, router, token.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Listeners bound before the roles start; a role without one binds its configured address.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// For the schema registry.
+    pub registry: Option<TcpListener>,
+    /// For the command API.
+    pub api: Option<TcpListener>,
+    /// For the query API.
+    pub query: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every HTTP role to a free port on 127.0.0.1, and points
+    /// `settings` (the registry URL, the listen addresses) at them.
+    pub async fn ephemeral(settings: &mut Settings) -> anyhow::Result<Self> {
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let (registry, api, query) = (bind(any).await?, bind(any).await?, bind(any).await?);
+        settings.registry.listen = registry.local_addr()?;
+        settings.registry.url = format!("http://{}", settings.registry.listen);
+        settings.api.listen = api.local_addr()?;
+        settings.query.listen = query.local_addr()?;
+        Ok(Self {
+            registry: Some(registry),
+            api: Some(api),
+            query: Some(query),
+        })
+    }
+}
+
+async fn or_bind(
+    listener: Option<TcpListener>,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<TcpListener> {
+    match listener {
+        Some(listener) => Ok(listener),
+        None => bind(addr).await,
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}

@@ -1,0 +1,395 @@
+//! `tributary bench`: measured numbers, printed as a table. Not a test: it
+//! asserts nothing, so run it on a quiet machine and record what it prints
+//! in BENCHMARKS.md.
+//!
+//! - projector: N `OrderPlaced` events are produced to a fresh topic, then a
+//!   fresh projector drains them into `read_model.orders`; events/s from its
+//!   first to its last batch. The ceiling is the same rows written straight
+//!   into a copy of the table with the same multi-row upserts, one
+//!   transaction per batch, in the same run.
+//! - end to end: PlaceOrder at a fixed rate through the HTTP API; each
+//!   accepted order is polled through the query API until visible.
+//!
+//! Each run uses a scratch database (dropped afterwards) and its own topics.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, stream};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tributary_platform::{db::scratch, shutdown::Shutdown};
+use tributary_schemas::{
+    Event, framing,
+    orders::{OrderLine, OrderPlaced},
+};
+use uuid::Uuid;
+
+use crate::{App, Listeners, Role, Settings};
+
+/// Options of `tributary bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Events the projector drains.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Commands per second in the end-to-end run.
+    #[arg(long, default_value_t = 200)]
+    pub rate: u32,
+    /// Length of the end-to-end run.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Skip the end-to-end run.
+    #[arg(long)]
+    pub skip_e2e: bool,
+    /// Skip the projector run.
+    #[arg(long)]
+    pub skip_projector: bool,
+}
+
+/// Runs the benchmarks and prints their tables.
+pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
+    if args.events == 0 || args.rate == 0 {
+        bail!("--events and --rate must be at least 1");
+    }
+    tributary_platform::telemetry::init_logs(&tributary_platform::telemetry::TelemetrySettings {
+        log_level: "warn".into(),
+        ..settings.telemetry.clone()
+    });
+    let run_id = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    settings.kafka.topic_prefix = format!("{}bench-{run_id}.", settings.kafka.topic_prefix);
+    settings.kafka.session_timeout = Duration::from_secs(6);
+    settings.projector.group_id = format!("tributary-bench-{run_id}");
+    settings.database =
+        scratch::database_on(settings.database.url.expose(), "tributary_bench").await?;
+    let listeners = Listeners::ephemeral(&mut settings).await?;
+    let app = App::connect(settings, true).await?;
+    println!(
+        "Kafka: {} · PostgreSQL: scratch database · {} cores",
+        if app.cluster.is_mock() {
+            "in-process mock cluster".to_owned()
+        } else {
+            app.cluster.bootstrap_servers()
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let mut shutdown = Shutdown::new();
+    let token = shutdown.token();
+    app.spawn(
+        Role::Registry,
+        Listeners {
+            registry: listeners.registry,
+            ..Listeners::default()
+        },
+        &mut shutdown,
+    )
+    .await?;
+    let registry = tokio::spawn(shutdown.run(Duration::from_secs(5)));
+
+    let outcome = async {
+        if !args.skip_projector {
+            projector(&app, args.events).await?;
+        }
+        if !args.skip_e2e {
+            end_to_end(
+                &app,
+                &args,
+                Listeners {
+                    api: listeners.api,
+                    query: listeners.query,
+                    ..Listeners::default()
+                },
+            )
+            .await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    token.cancel();
+    registry.await??;
+    app.pool.close().await;
+    scratch::drop(&app.settings.database).await?;
+    outcome
+}
+
+fn order_placed(rng: &mut StdRng) -> OrderPlaced {
+    let lines: Vec<OrderLine> = (0..rng.random_range(1..=4))
+        .map(|i| OrderLine {
+            sku: format!("SKU-{}", rng.random_range(0..500) * 10 + i),
+            quantity: rng.random_range(1..=3),
+            unit_price_minor: rng.random_range(100..=9999),
+        })
+        .collect();
+    OrderPlaced {
+        order_id: Uuid::now_v7().to_string(),
+        customer_id: Uuid::now_v7().to_string(),
+        currency: "EUR".into(),
+        total_minor: lines
+            .iter()
+            .map(|l| i64::from(l.quantity) * l.unit_price_minor)
+            .sum(),
+        lines,
+        placed_at: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
+    app.ensure_topics().await?;
+    let ids = app.contract_ids().await?;
+    let schema_id = ids
+        .id_of(OrderPlaced::FULL_NAME)
+        .context("OrderPlaced is registered")?;
+    let topic = app.topic(OrderPlaced::TOPIC);
+    let mut rng = StdRng::seed_from_u64(7);
+    let orders: Vec<OrderPlaced> = (0..events).map(|_| order_placed(&mut rng)).collect();
+
+    let producer: FutureProducer = app
+        .settings
+        .kafka
+        .producer_config(&app.cluster.bootstrap_servers(), "tributary-bench")
+        .create()?;
+    let clock = Instant::now();
+    stream::iter(&orders)
+        .map(|order| {
+            let (producer, topic) = (&producer, &topic);
+            async move {
+                let value = framing::encode(schema_id, order)?;
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&order.order_id).payload(&value),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(10_000)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    let produced = clock.elapsed();
+
+    // The projector: from its start until every offset is stored.
+    let projector = app.projector().await?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let clock = Instant::now();
+    let running = tokio::spawn(projector.run(token.clone()));
+    let mut first_batch = None;
+    loop {
+        let applied: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM read_model.projection_offsets WHERE topic = $1",
+        )
+        .bind(&topic)
+        .fetch_one(&app.pool)
+        .await?;
+        if applied > 0 && first_batch.is_none() {
+            first_batch = Some(clock.elapsed());
+        }
+        if applied as usize >= events {
+            break;
+        }
+        if clock.elapsed() > Duration::from_secs(600) {
+            bail!("the projector applied {applied} of {events} events in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = clock.elapsed();
+    token.cancel();
+    running.await??;
+    let startup = first_batch.unwrap_or_default();
+    let projector_rate = events as f64 / (drained - startup).as_secs_f64();
+
+    // The ceiling: the same rows, the same statements, no Kafka and no decoding.
+    let ceiling_rate = ceiling(app, &orders, app.settings.projector.max_batch).await?;
+
+    println!();
+    println!(
+        "projector ({events} OrderPlaced events, produced in {:.1} s)",
+        produced.as_secs_f64()
+    );
+    println!("{:<44} {:>14}", "measure", "value");
+    println!(
+        "{:<44} {:>14.0}",
+        "projector events/s (first batch → last)", projector_rate
+    );
+    println!(
+        "{:<44} {:>14.1}",
+        "projector start-up to first batch (s)",
+        startup.as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>14.0}",
+        "ceiling: raw batched upserts, rows/s", ceiling_rate
+    );
+    println!(
+        "{:<44} {:>13.0}%",
+        "projector / ceiling",
+        100.0 * projector_rate / ceiling_rate
+    );
+    Ok(())
+}
+
+async fn ceiling(app: &App, orders: &[OrderPlaced], batch: usize) -> anyhow::Result<f64> {
+    sqlx::query("CREATE TABLE read_model.bench_ceiling (LIKE read_model.orders INCLUDING ALL)")
+        .execute(&app.pool)
+        .await?;
+    let clock = Instant::now();
+    for chunk in orders.chunks(batch) {
+        let mut tx = app.pool.begin().await?;
+        let ids: Vec<Uuid> = chunk
+            .iter()
+            .map(|o| Uuid::parse_str(&o.order_id))
+            .collect::<Result<_, _>>()?;
+        let customers: Vec<Uuid> = chunk
+            .iter()
+            .map(|o| Uuid::parse_str(&o.customer_id))
+            .collect::<Result<_, _>>()?;
+        let currencies: Vec<&str> = chunk.iter().map(|o| o.currency.as_str()).collect();
+        let totals: Vec<i64> = chunk.iter().map(|o| o.total_minor).collect();
+        let lines: Vec<i32> = chunk.iter().map(|o| o.lines.len() as i32).collect();
+        let items: Vec<i32> = chunk
+            .iter()
+            .map(|o| o.lines.iter().map(|l| l.quantity).sum())
+            .collect();
+        let at: Vec<chrono::DateTime<chrono::Utc>> = chunk
+            .iter()
+            .map(|o| chrono::DateTime::from_timestamp_millis(o.placed_at).unwrap_or_default())
+            .collect();
+        sqlx::query(
+            "INSERT INTO read_model.bench_ceiling
+                 (order_id, customer_id, status, currency, total_minor, line_count, item_count, placed_at, updated_at)
+             SELECT u.order_id, u.customer_id, 'placed', u.currency, u.total_minor, u.line_count, u.item_count, u.at, u.at
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::timestamptz[])
+                 AS u(order_id, customer_id, currency, total_minor, line_count, item_count, at)
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&customers)
+        .bind(&currencies)
+        .bind(&totals)
+        .bind(&lines)
+        .bind(&items)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(orders.len() as f64 / clock.elapsed().as_secs_f64())
+}
+
+async fn end_to_end(app: &App, args: &BenchArgs, listeners: Listeners) -> anyhow::Result<()> {
+    let mut shutdown = Shutdown::new();
+    let token = shutdown.token();
+    for role in [Role::Relay, Role::Projector] {
+        app.spawn(role, Listeners::default(), &mut shutdown).await?;
+    }
+    app.spawn(
+        Role::Api,
+        Listeners {
+            api: listeners.api,
+            ..Listeners::default()
+        },
+        &mut shutdown,
+    )
+    .await?;
+    app.spawn(
+        Role::Query,
+        Listeners {
+            query: listeners.query,
+            ..Listeners::default()
+        },
+        &mut shutdown,
+    )
+    .await?;
+    let roles = tokio::spawn(shutdown.run(Duration::from_secs(10)));
+    // Let the projector join its group before the clock starts.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let api = format!("http://{}", app.settings.api.listen);
+    let query = format!("http://{}", app.settings.query.listen);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let command_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let visible_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let total = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let customer = Uuid::now_v7().to_string();
+    let clock = Instant::now();
+    for i in 0..total {
+        ticker.tick().await;
+        let (http, api, query, customer) =
+            (http.clone(), api.clone(), query.clone(), customer.clone());
+        let (command_latency, visible_latency) = (command_latency.clone(), visible_latency.clone());
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let body = json!({"customer_id": customer, "currency": "EUR",
+                "lines": [{"sku": format!("SKU-{}", i % 100), "quantity": 1, "unit_price_minor": 1000}]});
+            let response = http.post(format!("{api}/orders")).json(&body).send().await?;
+            if !response.status().is_success() {
+                bail!("PlaceOrder answered {}", response.status());
+            }
+            let accepted_at = Instant::now();
+            let accepted: serde_json::Value = response.json().await?;
+            command_latency.lock().await.record(accepted_at.duration_since(sent).as_micros() as u64)?;
+            let order_id = accepted["order_id"].as_str().context("order_id")?.to_owned();
+            loop {
+                let response = http.get(format!("{query}/orders/{order_id}")).send().await?;
+                if response.status().is_success() {
+                    break;
+                }
+                if accepted_at.elapsed() > Duration::from_secs(30) {
+                    bail!("order {order_id} not visible after 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            visible_latency.lock().await.record(accepted_at.elapsed().as_micros() as u64)?;
+            anyhow::Ok(())
+        });
+    }
+    let sent_in = clock.elapsed();
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    token.cancel();
+    roles.await??;
+
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let (commands, visible) = (command_latency.lock().await, visible_latency.lock().await);
+    println!();
+    println!(
+        "end to end ({total} PlaceOrder at {}/s for {:.0} s; achieved {:.0}/s; visibility polled every 2 ms)",
+        args.rate,
+        args.duration.as_secs_f64(),
+        total as f64 / sent_in.as_secs_f64()
+    );
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "p50", "p90", "p99", "max"
+    );
+    for (name, h) in [
+        ("command accepted", &*commands),
+        ("accepted → visible in query API", &*visible),
+    ] {
+        println!(
+            "{:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            name,
+            ms(h, 0.5),
+            ms(h, 0.9),
+            ms(h, 0.99),
+            h.max() as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
