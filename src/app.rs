@@ -157,7 +157,11 @@ impl App {
         if matches!(role, Role::Projector | Role::All) {
             self.ensure_topics().await?;
             let projector = self.projector().await?;
-            shutdown.spawn("projector", projector.run(token.clone()));
+            let token = token.clone();
+            shutdown.spawn(
+                "projector",
+                async move { projector.run(token).await.map(drop) },
+            );
         }
         if matches!(role, Role::Api | Role::All) {
             let listener = or_bind(api, self.settings.api.listen).await?;

@@ -1,1 +1,13 @@
-fn main() {}
+//! End-to-end tests over real services: PostgreSQL (`DATABASE_URL`, default
+//! the local server) and a Kafka-compatible broker (`KAFKA_BROKERS`, default
+//! 127.0.0.1:9092; `.ci/run` starts tansu there).
+//!
+//! Every test gets its own database, topic prefix and consumer groups, so
+//! tests run in parallel. Logs: `TEST_LOG=1`.
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod projector;
+mod relay;
+mod walking_skeleton;

@@ -12,10 +12,17 @@ import json
 import sys
 import traceback
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.schema_registry.error import SchemaRegistryError
-from confluent_kafka.serialization import MessageField, SerializationContext
+try:
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    from confluent_kafka.serialization import MessageField, SerializationContext
+except ImportError as missing:
+    # The `schemaregistry` extra's requirements are not installed with the wheel.
+    sys.exit(
+        f"FAILED: cannot import confluent-kafka's schema registry client ({missing}); install "
+        "confluent-kafka==2.16.1 fastavro 'authlib>=1.8' 'cachetools>=5.5' 'httpx2>=2.0'"
+    )
 
 SUBJECT = "py.orders.events-py.orders.OrderNoted"
 TOPIC = "py.orders.events"

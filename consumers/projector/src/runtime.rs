@@ -94,7 +94,8 @@ impl Projector {
 
     /// Applies events until `token` is cancelled, then drains what was
     /// fetched within `drain_timeout`, commits and leaves the group.
-    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+    /// Returns what it did over its whole run.
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<Batch> {
         let mut total = Batch::default();
         loop {
             let first = tokio::select! {
@@ -128,7 +129,7 @@ impl Projector {
             "projector stopping"
         );
         self.consumer.unsubscribe();
-        Ok(())
+        Ok(total)
     }
 
     async fn apply_pending(

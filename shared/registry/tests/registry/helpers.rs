@@ -104,6 +104,7 @@ pub(crate) fn spawn_on(listener: TcpListener, url: String, pool: PgPool) -> Test
         router,
         token.clone(),
     ));
+    tributary_platform::tls::install_crypto_provider();
     TestRegistry {
         url,
         pool,

@@ -1,0 +1,296 @@
+//! Spawning the system under test, and polling for outcomes with deadlines.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{Consumer, StreamConsumer},
+    message::Headers,
+    producer::{FutureProducer, FutureRecord},
+};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tributary::{App, Listeners, Role, Settings};
+use tributary_platform::{db::scratch, shutdown::Shutdown};
+use tributary_registry::ContractIds;
+use tributary_schemas::{Event, Topic, framing};
+use uuid::Uuid;
+
+/// Settings for one test: a scratch database, a unique topic prefix and group.
+pub(crate) async fn test_settings() -> Settings {
+    if std::env::var_os("TEST_LOG").is_some() {
+        tributary_platform::telemetry::init_logs(&Default::default());
+    }
+    tributary_platform::tls::install_crypto_provider();
+    tributary_platform::telemetry::metrics();
+    let mut settings = Settings::default();
+    settings.database = scratch::database().await.expect("a scratch database");
+    let unique = Uuid::new_v4().simple().to_string();
+    settings.kafka.brokers =
+        Some(std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()));
+    settings.kafka.topic_prefix = format!("t{}.", &unique[..12]);
+    settings.kafka.session_timeout = Duration::from_secs(6);
+    settings.projector.group_id = format!("projector-{unique}");
+    settings.relay.idle_interval = Duration::from_millis(10);
+    settings
+}
+
+/// The system under test, with the roles asked for running.
+pub(crate) struct TestApp {
+    pub(crate) app: App,
+    pub(crate) api: String,
+    pub(crate) query: String,
+    pub(crate) http: reqwest::Client,
+    token: CancellationToken,
+    roles: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Spawns `roles` (the registry always runs) over `settings`.
+    pub(crate) async fn spawn_with(mut settings: Settings, roles: &[Role]) -> Self {
+        let mut listeners = Listeners::ephemeral(&mut settings)
+            .await
+            .expect("listeners");
+        let app = App::connect(settings, false)
+            .await
+            .expect("connecting the app");
+        app.ensure_topics().await.expect("topics");
+        let mut shutdown = Shutdown::new();
+        let token = shutdown.token();
+        let registry = Listeners {
+            registry: listeners.registry.take(),
+            ..Listeners::default()
+        };
+        app.spawn(Role::Registry, registry, &mut shutdown)
+            .await
+            .expect("registry");
+        for role in roles {
+            let listeners = match role {
+                Role::Api => Listeners {
+                    api: listeners.api.take(),
+                    ..Listeners::default()
+                },
+                Role::Query => Listeners {
+                    query: listeners.query.take(),
+                    ..Listeners::default()
+                },
+                _ => Listeners::default(),
+            };
+            app.spawn(*role, listeners, &mut shutdown)
+                .await
+                .expect("spawning a role");
+        }
+        let roles = tokio::spawn(shutdown.run(Duration::from_secs(10)));
+        Self {
+            api: format!("http://{}", app.settings.api.listen),
+            query: format!("http://{}", app.settings.query.listen),
+            http: reqwest::Client::new(),
+            app,
+            token,
+            roles: Some(roles),
+        }
+    }
+
+    /// Spawns `roles` with fresh test settings.
+    pub(crate) async fn spawn(roles: &[Role]) -> Self {
+        Self::spawn_with(test_settings().await, roles).await
+    }
+
+    /// Stops every role and returns how they ended.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        self.token.cancel();
+        self.roles.take().expect("running").await?
+    }
+
+    /// The contract's schema ids (registering them if needed).
+    pub(crate) async fn ids(&self) -> ContractIds {
+        self.app.contract_ids().await.expect("contract ids")
+    }
+
+    /// POSTs JSON to the command API.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.api))
+            .json(body)
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
+    /// Places an order through the API and returns its id.
+    pub(crate) async fn place_order(&self, body: &Value) -> Uuid {
+        let response = self.post("/orders", body).await;
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let accepted: Value = response.json().await.unwrap();
+        Uuid::parse_str(accepted["order_id"].as_str().unwrap()).unwrap()
+    }
+
+    /// Rows in a table (a test's own database, so a plain count is exact).
+    pub(crate) async fn count(&self, table: &'static str) -> i64 {
+        let sql = match table {
+            "commands.orders" => "SELECT count(*) FROM commands.orders",
+            "commands.outbox" => "SELECT count(*) FROM commands.outbox",
+            "read_model.orders" => "SELECT count(*) FROM read_model.orders",
+            other => panic!("no count for {other}"),
+        };
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.app.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Sum of the stored next offsets of the orders projection over `topic`.
+    pub(crate) async fn stored_offsets(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM read_model.projection_offsets WHERE topic = $1",
+        )
+        .bind(self.app.topic(Topic::Orders))
+        .fetch_one(&self.app.pool)
+        .await
+        .unwrap()
+    }
+
+    /// A producer to the test's broker.
+    pub(crate) fn producer(&self) -> FutureProducer {
+        self.app
+            .settings
+            .kafka
+            .producer_config(&self.app.cluster.bootstrap_servers(), "test-producer")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces an event framed with its registered schema id.
+    pub(crate) async fn produce<E: Event>(
+        &self,
+        producer: &FutureProducer,
+        ids: &ContractIds,
+        event: &E,
+    ) {
+        let value = framing::encode(ids.id_of(E::FULL_NAME).unwrap(), event).unwrap();
+        self.produce_raw(producer, event.key(), &value).await;
+    }
+
+    /// Produces raw bytes to the order topic.
+    pub(crate) async fn produce_raw(&self, producer: &FutureProducer, key: &str, value: &[u8]) {
+        let topic = self.app.topic(Topic::Orders);
+        producer
+            .send(
+                FutureRecord::to(&topic).key(key).payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+
+    /// Reads the order topic from the beginning of every partition until
+    /// records with `expected` distinct event ids arrived (panics after 60 s).
+    pub(crate) async fn read_orders_topic(&self, expected: usize) -> Vec<Record> {
+        let topic = self.app.topic(Topic::Orders);
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.app.cluster.bootstrap_servers())
+            .set("group.id", format!("reader-{}", Uuid::new_v4()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..self.app.settings.kafka.partitions {
+            assignment
+                .add_partition_offset(&topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&assignment).unwrap();
+        let mut records: Vec<Record> = Vec::new();
+        let mut distinct = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while distinct.len() < expected {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(message) = tokio::time::timeout(remaining, consumer.recv()).await else {
+                panic!(
+                    "read {} of {expected} records from {topic} in 60 s",
+                    records.len()
+                );
+            };
+            let message = message.unwrap();
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let headers: HashMap<String, String> = headers;
+            distinct.insert(
+                headers
+                    .get("event_id")
+                    .cloned()
+                    .unwrap_or_else(|| message.offset().to_string()),
+            );
+            records.push(Record {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                value: message.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+        records
+    }
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) headers: HashMap<String, String>,
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after `timeout`.
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A valid PlaceOrder body.
+pub(crate) fn order_body(customer: Uuid, lines: &[(&str, i64, i64)]) -> Value {
+    serde_json::json!({
+        "customer_id": customer.to_string(),
+        "currency": "EUR",
+        "lines": lines.iter().map(|(sku, quantity, price)| serde_json::json!({
+            "sku": sku, "quantity": quantity, "unit_price_minor": price
+        })).collect::<Vec<_>>(),
+    })
+}
