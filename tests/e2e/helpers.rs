@@ -28,8 +28,10 @@ pub(crate) async fn test_settings() -> Settings {
     }
     tributary_platform::tls::install_crypto_provider();
     tributary_platform::telemetry::metrics();
-    let mut settings = Settings::default();
-    settings.database = scratch::database().await.expect("a scratch database");
+    let mut settings = Settings {
+        database: scratch::database().await.expect("a scratch database"),
+        ..Settings::default()
+    };
     let unique = Uuid::new_v4().simple().to_string();
     settings.kafka.brokers =
         Some(std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()));

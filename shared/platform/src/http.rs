@@ -31,9 +31,9 @@ pub struct Problem {
     /// The field at fault as a path into the request body (`lines[0].quantity`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Further members specific to the kind of problem.
-    #[serde(flatten)]
-    pub extensions: serde_json::Map<String, serde_json::Value>,
+    /// Further members specific to the kind of problem (boxed: most problems have none).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 impl Problem {
@@ -45,7 +45,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
-            extensions: serde_json::Map::new(),
+            extensions: None,
         }
     }
 
@@ -62,7 +62,7 @@ impl Problem {
 
     /// Adds a member to the document.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.extensions.insert(key.to_owned(), value.into());
+        self.extensions.get_or_insert_default().insert(key.to_owned(), value.into());
         self
     }
 

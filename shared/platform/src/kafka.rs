@@ -10,7 +10,6 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     mocking::MockCluster,
-    producer::DefaultProducerContext,
     types::RDKafkaErrorCode,
 };
 use serde::{Deserialize, Serialize};
@@ -109,22 +108,59 @@ impl KafkaSettings {
     }
 }
 
-/// Where the brokers are: an external cluster, or a mock cluster in this process.
-pub enum Cluster {
-    /// A real Kafka-compatible cluster.
-    External(String),
-    /// librdkafka's in-process mock cluster (demo only: ~5 MiB kept per partition).
-    Mock(MockCluster<'static, DefaultProducerContext>),
+/// Where the brokers are: an external cluster, or librdkafka's mock cluster
+/// running in this process (demo only: it keeps ~5 MiB per partition).
+#[derive(Debug)]
+pub struct Cluster {
+    bootstrap_servers: String,
+    mock: Option<MockOwner>,
 }
 
-impl std::fmt::Debug for Cluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cluster::External(brokers) => f.debug_tuple("External").field(brokers).finish(),
-            Cluster::Mock(mock) => f
-                .debug_tuple("Mock")
-                .field(&mock.bootstrap_servers())
-                .finish(),
+/// The mock cluster is neither `Send` nor `Sync`, so one thread owns it and
+/// creates topics on request; dropping the handle stops the thread and the mock.
+#[derive(Debug)]
+struct MockOwner {
+    requests: std::sync::mpsc::Sender<CreateTopic>,
+}
+
+type CreateTopic = (String, i32, tokio::sync::oneshot::Sender<rdkafka::error::KafkaResult<()>>);
+
+impl MockOwner {
+    fn start() -> anyhow::Result<(Self, String)> {
+        let (requests, inbox) = std::sync::mpsc::channel::<CreateTopic>();
+        let (ready, started) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("kafka-mock".into())
+            .spawn(move || {
+                let mock = match MockCluster::new(1) {
+                    Ok(mock) => mock,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(mock.bootstrap_servers()));
+                for (name, partitions, reply) in inbox {
+                    let _ = reply.send(mock.create_topic(&name, partitions, 1));
+                }
+            })
+            .context("starting the mock cluster's thread")?;
+        let bootstrap = started
+            .recv()
+            .context("the mock cluster's thread stopped")?
+            .context("starting the in-process mock Kafka cluster")?;
+        Ok((Self { requests }, bootstrap))
+    }
+
+    async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests
+            .send((name.to_owned(), partitions, reply))
+            .map_err(|_| anyhow::anyhow!("the mock cluster stopped"))?;
+        match answer.await.context("the mock cluster stopped")? {
+            Ok(()) => Ok(()),
+            Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
+            Err(error) => Err(error).with_context(|| format!("creating topic {name} on the mock cluster")),
         }
     }
 }
@@ -134,10 +170,13 @@ impl Cluster {
     /// and `allow_mock` is set.
     pub fn connect(settings: &KafkaSettings, allow_mock: bool) -> anyhow::Result<Self> {
         match &settings.brokers {
-            Some(brokers) if !brokers.trim().is_empty() => Ok(Cluster::External(brokers.clone())),
-            _ if allow_mock => Ok(Cluster::Mock(
-                MockCluster::new(1).context("starting the in-process mock Kafka cluster")?,
-            )),
+            Some(brokers) if !brokers.trim().is_empty() => {
+                Ok(Self { bootstrap_servers: brokers.clone(), mock: None })
+            }
+            _ if allow_mock => {
+                let (mock, bootstrap_servers) = MockOwner::start()?;
+                Ok(Self { bootstrap_servers, mock: Some(mock) })
+            }
             _ => bail!(
                 "kafka.brokers is not set (KAFKA_BROKERS): a mock cluster lives inside one \
                  process, so only `demo` and `run all` can start without brokers"
@@ -147,68 +186,38 @@ impl Cluster {
 
     /// The bootstrap servers to give clients.
     pub fn bootstrap_servers(&self) -> String {
-        match self {
-            Cluster::External(brokers) => brokers.clone(),
-            Cluster::Mock(mock) => mock.bootstrap_servers(),
-        }
+        self.bootstrap_servers.clone()
     }
 
     /// Whether this is the in-process mock cluster.
     pub fn is_mock(&self) -> bool {
-        matches!(self, Cluster::Mock(_))
+        self.mock.is_some()
     }
 
     /// Creates the topics that do not exist yet. Existing topics are left as they are.
-    pub async fn ensure_topics(
-        &self,
-        settings: &KafkaSettings,
-        names: &[String],
-    ) -> anyhow::Result<()> {
-        match self {
-            Cluster::Mock(mock) => {
-                for name in names {
-                    match mock.create_topic(name, settings.partitions, 1) {
-                        Ok(()) => {}
-                        Err(error)
-                            if error.rdkafka_error_code()
-                                == Some(RDKafkaErrorCode::TopicAlreadyExists) => {}
-                        Err(error) => {
-                            return Err(error).with_context(|| {
-                                format!("creating topic {name} on the mock cluster")
-                            });
-                        }
-                    }
-                }
-                Ok(())
+    pub async fn ensure_topics(&self, settings: &KafkaSettings, names: &[String]) -> anyhow::Result<()> {
+        if let Some(mock) = &self.mock {
+            for name in names {
+                mock.create_topic(name, settings.partitions).await?;
             }
-            Cluster::External(brokers) => {
-                let admin: AdminClient<DefaultClientContext> = settings
-                    .client_config(brokers)
-                    .create()
-                    .context("creating a Kafka admin client")?;
-                let topics: Vec<NewTopic<'_>> = names
-                    .iter()
-                    .map(|name| {
-                        NewTopic::new(
-                            name,
-                            settings.partitions,
-                            TopicReplication::Fixed(settings.replication_factor),
-                        )
-                    })
-                    .collect();
-                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-                let results = admin
-                    .create_topics(&topics, &options)
-                    .await
-                    .context("creating topics")?;
-                for result in results {
-                    match result {
-                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                        Err((topic, code)) => bail!("creating topic {topic}: {code}"),
-                    }
-                }
-                Ok(())
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = settings
+            .client_config(&self.bootstrap_servers)
+            .create()
+            .context("creating a Kafka admin client")?;
+        let topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication_factor)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics(&topics, &options).await.context("creating topics")?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => bail!("creating topic {topic}: {code}"),
             }
         }
+        Ok(())
     }
 }
