@@ -62,7 +62,9 @@ impl Problem {
 
     /// Adds a member to the document.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        self.extensions.get_or_insert_default().insert(key.to_owned(), value.into());
+        self.extensions
+            .get_or_insert_default()
+            .insert(key.to_owned(), value.into());
         self
     }
 

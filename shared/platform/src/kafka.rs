@@ -123,7 +123,11 @@ struct MockOwner {
     requests: std::sync::mpsc::Sender<CreateTopic>,
 }
 
-type CreateTopic = (String, i32, tokio::sync::oneshot::Sender<rdkafka::error::KafkaResult<()>>);
+type CreateTopic = (
+    String,
+    i32,
+    tokio::sync::oneshot::Sender<rdkafka::error::KafkaResult<()>>,
+);
 
 impl MockOwner {
     fn start() -> anyhow::Result<(Self, String)> {
@@ -159,8 +163,14 @@ impl MockOwner {
             .map_err(|_| anyhow::anyhow!("the mock cluster stopped"))?;
         match answer.await.context("the mock cluster stopped")? {
             Ok(()) => Ok(()),
-            Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) => Ok(()),
-            Err(error) => Err(error).with_context(|| format!("creating topic {name} on the mock cluster")),
+            Err(error)
+                if error.rdkafka_error_code() == Some(RDKafkaErrorCode::TopicAlreadyExists) =>
+            {
+                Ok(())
+            }
+            Err(error) => {
+                Err(error).with_context(|| format!("creating topic {name} on the mock cluster"))
+            }
         }
     }
 }
@@ -170,12 +180,16 @@ impl Cluster {
     /// and `allow_mock` is set.
     pub fn connect(settings: &KafkaSettings, allow_mock: bool) -> anyhow::Result<Self> {
         match &settings.brokers {
-            Some(brokers) if !brokers.trim().is_empty() => {
-                Ok(Self { bootstrap_servers: brokers.clone(), mock: None })
-            }
+            Some(brokers) if !brokers.trim().is_empty() => Ok(Self {
+                bootstrap_servers: brokers.clone(),
+                mock: None,
+            }),
             _ if allow_mock => {
                 let (mock, bootstrap_servers) = MockOwner::start()?;
-                Ok(Self { bootstrap_servers, mock: Some(mock) })
+                Ok(Self {
+                    bootstrap_servers,
+                    mock: Some(mock),
+                })
             }
             _ => bail!(
                 "kafka.brokers is not set (KAFKA_BROKERS): a mock cluster lives inside one \
@@ -195,7 +209,11 @@ impl Cluster {
     }
 
     /// Creates the topics that do not exist yet. Existing topics are left as they are.
-    pub async fn ensure_topics(&self, settings: &KafkaSettings, names: &[String]) -> anyhow::Result<()> {
+    pub async fn ensure_topics(
+        &self,
+        settings: &KafkaSettings,
+        names: &[String],
+    ) -> anyhow::Result<()> {
         if let Some(mock) = &self.mock {
             for name in names {
                 mock.create_topic(name, settings.partitions).await?;
@@ -208,10 +226,19 @@ impl Cluster {
             .context("creating a Kafka admin client")?;
         let topics: Vec<NewTopic<'_>> = names
             .iter()
-            .map(|name| NewTopic::new(name, settings.partitions, TopicReplication::Fixed(settings.replication_factor)))
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    settings.partitions,
+                    TopicReplication::Fixed(settings.replication_factor),
+                )
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics(&topics, &options).await.context("creating topics")?;
+        let results = admin
+            .create_topics(&topics, &options)
+            .await
+            .context("creating topics")?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
