@@ -35,3 +35,25 @@ pub struct Settings {
     /// The query API.
     pub query: QuerySettings,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_example_file_loads_and_states_every_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tributary.example.toml");
+        let loaded: Settings =
+            tributary_platform::config::load(Some(path.as_ref()), &HashMap::new())
+                .expect("the example configuration loads");
+        let mut defaults = Settings::default();
+        defaults.kafka.brokers = Some("127.0.0.1:9092".into());
+        assert_eq!(
+            serde_json::to_value(&loaded).unwrap(),
+            serde_json::to_value(&defaults).unwrap(),
+            "deploy/tributary.example.toml no longer matches the built-in defaults"
+        );
+    }
+}
