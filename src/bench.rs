@@ -4,9 +4,9 @@
 //!
 //! - projector: N `OrderPlaced` events are produced to a fresh topic, then a
 //!   fresh projector drains them into `read_model.orders`; events/s from its
-//!   first to its last batch. The ceiling is the same rows written straight
-//!   into a copy of the table with the same multi-row upserts, one
-//!   transaction per batch, in the same run.
+//!   first to its last batch. The ceiling is the same rows written with the
+//!   projector's own multi-row statements, one transaction per batch, but
+//!   without Kafka, decoding or offsets, on the same database in the same run.
 //! - end to end: PlaceOrder at a fixed rate through the HTTP API; each
 //!   accepted order is polled through the query API until visible.
 //!
@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 use tributary_platform::{db::scratch, shutdown::Shutdown};
 use tributary_schemas::{
     Event, framing,
-    orders::{OrderLine, OrderPlaced},
+    orders::{OrderEvent, OrderLine, OrderPlaced},
 };
 use uuid::Uuid;
 
@@ -178,6 +178,9 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
         .collect::<anyhow::Result<()>>()?;
     let produced = clock.elapsed();
 
+    // The ceiling first: the same rows, the same statements, no Kafka and no decoding.
+    let ceiling_rate = ceiling(app, &orders, app.settings.projector.max_batch).await?;
+
     // The projector: from its start until every offset is stored.
     let projector = app.projector().await?;
     let token = tokio_util::sync::CancellationToken::new();
@@ -208,9 +211,6 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     let startup = first_batch.unwrap_or_default();
     let projector_rate = events as f64 / (drained - startup).as_secs_f64();
 
-    // The ceiling: the same rows, the same statements, no Kafka and no decoding.
-    let ceiling_rate = ceiling(app, &orders, app.settings.projector.max_batch).await?;
-
     println!();
     println!(
         "projector ({events} OrderPlaced events, produced in {:.1} s)",
@@ -238,52 +238,21 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The projector's own statements over the same rows, one transaction per
+/// batch of `batch`, without Kafka, decoding or offsets. Leaves the table empty.
 async fn ceiling(app: &App, orders: &[OrderPlaced], batch: usize) -> anyhow::Result<f64> {
-    sqlx::query("CREATE TABLE read_model.bench_ceiling (LIKE read_model.orders INCLUDING ALL)")
-        .execute(&app.pool)
-        .await?;
+    let events: Vec<OrderEvent> = orders.iter().cloned().map(OrderEvent::Placed).collect();
     let clock = Instant::now();
-    for chunk in orders.chunks(batch) {
+    for chunk in events.chunks(batch) {
         let mut tx = app.pool.begin().await?;
-        let ids: Vec<Uuid> = chunk
-            .iter()
-            .map(|o| Uuid::parse_str(&o.order_id))
-            .collect::<Result<_, _>>()?;
-        let customers: Vec<Uuid> = chunk
-            .iter()
-            .map(|o| Uuid::parse_str(&o.customer_id))
-            .collect::<Result<_, _>>()?;
-        let currencies: Vec<&str> = chunk.iter().map(|o| o.currency.as_str()).collect();
-        let totals: Vec<i64> = chunk.iter().map(|o| o.total_minor).collect();
-        let lines: Vec<i32> = chunk.iter().map(|o| o.lines.len() as i32).collect();
-        let items: Vec<i32> = chunk
-            .iter()
-            .map(|o| o.lines.iter().map(|l| l.quantity).sum())
-            .collect();
-        let at: Vec<chrono::DateTime<chrono::Utc>> = chunk
-            .iter()
-            .map(|o| chrono::DateTime::from_timestamp_millis(o.placed_at).unwrap_or_default())
-            .collect();
-        sqlx::query(
-            "INSERT INTO read_model.bench_ceiling
-                 (order_id, customer_id, status, currency, total_minor, line_count, item_count, placed_at, updated_at)
-             SELECT u.order_id, u.customer_id, 'placed', u.currency, u.total_minor, u.line_count, u.item_count, u.at, u.at
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::timestamptz[])
-                 AS u(order_id, customer_id, currency, total_minor, line_count, item_count, at)
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(&ids)
-        .bind(&customers)
-        .bind(&currencies)
-        .bind(&totals)
-        .bind(&lines)
-        .bind(&items)
-        .bind(&at)
-        .execute(&mut *tx)
-        .await?;
+        tributary_projector::orders::apply(&mut tx, chunk).await?;
         tx.commit().await?;
     }
-    Ok(orders.len() as f64 / clock.elapsed().as_secs_f64())
+    let rate = orders.len() as f64 / clock.elapsed().as_secs_f64();
+    sqlx::query("TRUNCATE read_model.orders")
+        .execute(&app.pool)
+        .await?;
+    Ok(rate)
 }
 
 async fn end_to_end(app: &App, args: &BenchArgs, listeners: Listeners) -> anyhow::Result<()> {

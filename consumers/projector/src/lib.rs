@@ -10,7 +10,7 @@
 
 mod decode;
 mod offsets;
-mod orders;
+pub mod orders;
 mod runtime;
 mod settings;
 

@@ -11,7 +11,7 @@ use tributary_schemas::orders::OrderEvent;
 use uuid::Uuid;
 
 /// Applies events in order. Consecutive events of one kind become one statement.
-pub(crate) async fn apply(conn: &mut PgConnection, events: &[OrderEvent]) -> anyhow::Result<()> {
+pub async fn apply(conn: &mut PgConnection, events: &[OrderEvent]) -> anyhow::Result<()> {
     let mut start = 0;
     while start < events.len() {
         let kind = std::mem::discriminant(&events[start]);
@@ -33,7 +33,7 @@ fn uuid(text: &str) -> anyhow::Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| anyhow::anyhow!("{text:?} is not a UUID"))
 }
 
-/// Status changes: (new status, timestamp column set by the statement, statuses it may follow).
+// Status changes, each applied only from the status the state machine allows before it.
 const PAID: &str =
     "UPDATE read_model.orders o SET status = 'paid', paid_at = u.at, updated_at = u.at
     FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(order_id, at)

@@ -7,13 +7,13 @@
 
 mod orders;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, http::StatusCode, routing::get};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
-use tributary_platform::http::{ReadinessCheck, operations_routes};
+use tributary_platform::http::{operations_routes, postgres_ready};
 
 pub use orders::OrderView;
 
@@ -48,14 +48,7 @@ struct AppState {
 
 /// The query API's routes, with operations routes.
 pub fn router(pool: PgPool, settings: &QuerySettings) -> Router {
-    let ready_pool = pool.clone();
-    let ready: ReadinessCheck = Arc::new(move || {
-        let pool = ready_pool.clone();
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&pool).await?;
-            Ok(())
-        })
-    });
+    let ready = postgres_ready(pool.clone());
     Router::new()
         .route("/orders", get(orders::list))
         .route("/orders/{order_id}", get(orders::get))

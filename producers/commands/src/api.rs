@@ -1,7 +1,5 @@
 //! HTTP routes of the command API.
 
-use std::sync::Arc;
-
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Path, State},
@@ -10,7 +8,7 @@ use axum::{
     routing::post,
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
-use tributary_platform::http::{JsonBody, Problem, ReadinessCheck, operations_routes};
+use tributary_platform::http::{JsonBody, Problem, operations_routes, postgres_ready};
 use uuid::Uuid;
 
 use crate::{
@@ -28,14 +26,7 @@ pub struct AppState {
 
 /// The command API's routes, with operations routes and limits.
 pub fn router(state: AppState, settings: &CommandApiSettings) -> Router {
-    let pool = state.orders.pool().clone();
-    let ready: ReadinessCheck = Arc::new(move || {
-        let pool = pool.clone();
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&pool).await?;
-            Ok(())
-        })
-    });
+    let ready = postgres_ready(state.orders.pool().clone());
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))

@@ -192,6 +192,20 @@ fn field_of(path: &str, message: &str) -> String {
 pub type ReadinessCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>;
 
+/// Ready when PostgreSQL answers `SELECT 1` on `pool`.
+pub fn postgres_ready(pool: sqlx::PgPool) -> ReadinessCheck {
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&pool)
+                .await
+                .context("PostgreSQL does not answer")?;
+            Ok(())
+        })
+    })
+}
+
 /// `/health/live`, `/health/ready` (runs `ready`) and `/metrics` (Prometheus text).
 pub fn operations_routes(ready: ReadinessCheck) -> Router {
     Router::new()

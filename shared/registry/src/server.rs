@@ -19,9 +19,6 @@
 
 mod error;
 
-use std::sync::Arc;
-
-use anyhow::Context;
 use axum::{
     Router,
     extract::{DefaultBodyLimit, State},
@@ -34,7 +31,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
-use tributary_platform::http::{ReadinessCheck, operations_routes};
+use tributary_platform::http::{operations_routes, postgres_ready};
 
 use self::error::{ApiError, ApiJson, ApiPath, ApiQuery, CONTENT_TYPE, Reply};
 use crate::{
@@ -52,7 +49,8 @@ pub const MAX_SUBJECT_CHARS: usize = 255;
 type Handled<T> = Result<T, ApiError>;
 
 /// The registry's routes over `pool` (migrated with [`crate::MIGRATOR`]), with
-/// the request body limit.
+/// the request body limit, and the operations routes (`/health/live`,
+/// `/health/ready`, `/metrics`).
 pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route("/subjects", get(list_subjects))
@@ -89,30 +87,17 @@ pub fn router(pool: PgPool) -> Router {
         .fallback(|| async { ApiError::new(404, "HTTP 404 Not Found") })
         .method_not_allowed_fallback(|| async { ApiError::new(405, "HTTP 405 Method Not Allowed") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(pool)
+        .with_state(pool.clone())
+        .merge(operations_routes(postgres_ready(pool)))
 }
 
-/// Serves the registry and the operations routes (`/health/live`,
-/// `/health/ready` running `SELECT 1`, `/metrics`) on `settings.listen` until
-/// `token` is cancelled.
+/// Serves [`router`] on `settings.listen` until `token` is cancelled.
 pub async fn serve(
     settings: &RegistrySettings,
     pool: PgPool,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    let ready_pool = pool.clone();
-    let ready: ReadinessCheck = Arc::new(move || {
-        let pool = ready_pool.clone();
-        Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
-                .await
-                .context("PostgreSQL does not answer")?;
-            Ok(())
-        })
-    });
-    let app = router(pool).merge(operations_routes(ready));
-    tributary_platform::http::serve(settings.listen, app, token).await
+    tributary_platform::http::serve(settings.listen, router(pool), token).await
 }
 
 /// A schema in a request (register, look up, test compatibility).
