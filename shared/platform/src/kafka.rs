@@ -32,6 +32,11 @@ pub struct KafkaSettings {
     /// Consumer group session timeout. Shutdown drains within a deadline shorter than this.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// Longest a consumer's fetch waits for data (`fetch.wait.max.ms`). It bounds
+    /// latency on brokers that do not answer a waiting fetch as soon as data
+    /// arrives (tansu); on Kafka it only sets how often an idle consumer asks.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait_max: Duration,
     /// Extra librdkafka properties for every client, e.g. `security.protocol`,
     /// `ssl.ca.location`, `sasl.mechanisms`, `sasl.username`.
     pub properties: BTreeMap<String, String>,
@@ -47,6 +52,7 @@ impl Default for KafkaSettings {
             partitions: 6,
             replication_factor: 1,
             session_timeout: Duration::from_secs(10),
+            fetch_wait_max: Duration::from_millis(50),
             properties: BTreeMap::new(),
             sasl_password: None,
         }
@@ -103,6 +109,10 @@ impl KafkaSettings {
             .set(
                 "heartbeat.interval.ms",
                 (self.session_timeout.as_millis() / 5).to_string(),
+            )
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_max.as_millis().to_string(),
             );
         config
     }
@@ -246,5 +256,70 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> KafkaSettings {
+        KafkaSettings {
+            topic_prefix: "staging.".into(),
+            properties: BTreeMap::from([("security.protocol".into(), "SASL_SSL".into())]),
+            sasl_password: Some(Secret::new("s3cret")),
+            ..KafkaSettings::default()
+        }
+    }
+
+    #[test]
+    fn producers_are_idempotent_with_acks_from_every_replica() {
+        let config = settings().producer_config("k:9092", "relay");
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("bootstrap.servers"), Some("k:9092"));
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+    }
+
+    #[test]
+    fn consumers_store_no_offsets_on_their_own_and_bound_fetch_waits() {
+        let config = settings().consumer_config("k:9092", "projector");
+        assert_eq!(config.get("group.id"), Some("projector"));
+        assert_eq!(config.get("enable.auto.commit"), Some("false"));
+        assert_eq!(config.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(
+            config.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(config.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(config.get("fetch.wait.max.ms"), Some("50"));
+    }
+
+    #[test]
+    fn topics_carry_the_deployment_prefix() {
+        assert_eq!(
+            settings().topic("shop.orders.events"),
+            "staging.shop.orders.events"
+        );
+    }
+
+    #[test]
+    fn single_roles_refuse_to_start_without_brokers() {
+        let error = Cluster::connect(&KafkaSettings::default(), false).unwrap_err();
+        assert!(
+            error.to_string().contains("kafka.brokers is not set"),
+            "{error}"
+        );
+        let cluster = Cluster::connect(&settings_with_brokers(), false).unwrap();
+        assert_eq!(cluster.bootstrap_servers(), "k:9092");
+        assert!(!cluster.is_mock());
+    }
+
+    fn settings_with_brokers() -> KafkaSettings {
+        KafkaSettings {
+            brokers: Some("k:9092".into()),
+            ..KafkaSettings::default()
+        }
     }
 }
