@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
-use tributary_commands::{AppState, Orders};
+use tributary_commands::{AppState, Customers, Orders};
 use tributary_platform::{http::serve_on, kafka::Cluster, shutdown::Shutdown};
 use tributary_projector::{Decoder, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
@@ -96,11 +96,12 @@ impl App {
     /// The command API's router.
     pub async fn command_router(&self) -> anyhow::Result<axum::Router> {
         let ids = self.contract_ids().await?;
-        let orders = Orders::new(self.pool.clone(), &ids, &self.settings.kafka.topic_prefix)?;
-        Ok(tributary_commands::router(
-            AppState { orders },
-            &self.settings.api,
-        ))
+        let prefix = &self.settings.kafka.topic_prefix;
+        let state = AppState {
+            orders: Orders::new(self.pool.clone(), &ids, prefix)?,
+            customers: Customers::new(self.pool.clone(), &ids, prefix)?,
+        };
+        Ok(tributary_commands::router(state, &self.settings.api))
     }
 
     /// An outbox relay.

@@ -199,7 +199,12 @@ impl TestApp {
     /// Reads the order topic from the beginning of every partition until
     /// records with `expected` distinct event ids arrived (panics after 60 s).
     pub(crate) async fn read_orders_topic(&self, expected: usize) -> Vec<Record> {
-        let topic = self.app.topic(Topic::Orders);
+        self.read_topic(Topic::Orders, expected).await
+    }
+
+    /// Reads a contract topic like [`Self::read_orders_topic`].
+    pub(crate) async fn read_topic(&self, topic: Topic, expected: usize) -> Vec<Record> {
+        let topic = self.app.topic(topic);
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.app.cluster.bootstrap_servers())
             .set("group.id", format!("reader-{}", Uuid::new_v4()))

@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod cli;
+mod commands;
 mod helpers;
 mod projector;
 mod relay;

@@ -3,17 +3,19 @@
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
+use serde::Serialize;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 use tributary_platform::http::{JsonBody, Problem, operations_routes, postgres_ready};
 use uuid::Uuid;
 
 use crate::{
-    CommandApiSettings, CommandError, Orders,
-    domain::{CancelOrderRequest, PlaceOrderRequest},
+    CommandApiSettings, CommandError, Customers, Orders,
+    domain::{CancelOrderRequest, PlaceOrderRequest, RegisterCustomerRequest},
+    idempotency::{Done, IdempotencyKey},
     outbox::Causation,
 };
 
@@ -22,12 +24,15 @@ use crate::{
 pub struct AppState {
     /// The order aggregate's handlers.
     pub orders: Orders,
+    /// The customer aggregate's handlers.
+    pub customers: Customers,
 }
 
 /// The command API's routes, with operations routes and limits.
 pub fn router(state: AppState, settings: &CommandApiSettings) -> Router {
     let ready = postgres_ready(state.orders.pool().clone());
     Router::new()
+        .route("/customers", post(register_customer))
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
         .with_state(state)
@@ -40,20 +45,34 @@ pub fn router(state: AppState, settings: &CommandApiSettings) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
+async fn register_customer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(request): JsonBody<RegisterCustomerRequest>,
+) -> Result<Response, Problem> {
+    let customer = request.validate().map_err(CommandError::from)?;
+    let key = idempotency_key(&headers, "POST /customers", &request)?;
+    let done = state
+        .customers
+        .register(&customer, &causation(&headers), key.as_ref())
+        .await?;
+    let location = format!("/customers/{}", done.value.customer_id);
+    Ok(respond(StatusCode::CREATED, Some(location), done))
+}
+
 async fn place_order(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, Problem> {
     let order = request.validate().map_err(CommandError::from)?;
-    let accepted = state.orders.place(&order, &causation(&headers)).await?;
-    let location = format!("/orders/{}", accepted.order_id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(accepted),
-    )
-        .into_response())
+    let key = idempotency_key(&headers, "POST /orders", &request)?;
+    let done = state
+        .orders
+        .place(&order, &causation(&headers), key.as_ref())
+        .await?;
+    let location = format!("/orders/{}", done.value.order_id);
+    Ok(respond(StatusCode::CREATED, Some(location), done))
 }
 
 async fn cancel_order(
@@ -61,16 +80,53 @@ async fn cancel_order(
     Path(order_id): Path<String>,
     headers: HeaderMap,
     JsonBody(request): JsonBody<CancelOrderRequest>,
-) -> Result<Json<crate::OrderAccepted>, Problem> {
+) -> Result<Response, Problem> {
     let order_id = Uuid::parse_str(&order_id)
         .map_err(|_| Problem::invalid_field("order_id", "the path must hold the order's UUID"))?;
-    let reason = request.validate().map_err(CommandError::from)?;
-    Ok(Json(
-        state
-            .orders
-            .cancel(order_id, reason, &causation(&headers))
-            .await?,
-    ))
+    let cancel = request.validate().map_err(CommandError::from)?;
+    let key = idempotency_key(
+        &headers,
+        &format!("POST /orders/{order_id}/cancel"),
+        &request,
+    )?;
+    let done = state
+        .orders
+        .cancel(order_id, &cancel, &causation(&headers), key.as_ref())
+        .await?;
+    Ok(respond(StatusCode::OK, None, done))
+}
+
+/// The response of a command; a replay says so in `Idempotent-Replayed`.
+fn respond<T: Serialize>(status: StatusCode, location: Option<String>, done: Done<T>) -> Response {
+    let mut response = (status, Json(done.value)).into_response();
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if done.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The `Idempotency-Key` header, bound to the command it came with.
+fn idempotency_key(
+    headers: &HeaderMap,
+    command: &str,
+    request: &impl Serialize,
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| Problem::invalid_field("Idempotency-Key", "must be visible ASCII"))?;
+    let mut fingerprint = format!("{command}\n").into_bytes();
+    serde_json::to_writer(&mut fingerprint, request).map_err(|e| Problem::internal(&e.into()))?;
+    IdempotencyKey::parse(key, fingerprint)
+        .map(Some)
+        .map_err(|reason| Problem::invalid_field("Idempotency-Key", reason))
 }
 
 /// The command's own id, and the correlation and trace context it arrived with.
@@ -110,6 +166,26 @@ impl From<CommandError> for Problem {
             )
             .with("current_status", current.as_str())
             .with("order_id", order_id.to_string()),
+            CommandError::StaleVersion { order_id, expected, current } => Problem::new(
+                StatusCode::CONFLICT,
+                "Stale version",
+                format!("order {order_id} is at version {current}, not {expected}"),
+            )
+            .with_field("expected_version")
+            .with("current_version", current),
+            CommandError::EmailTaken { email, customer_id } => Problem::new(
+                StatusCode::CONFLICT,
+                "Already registered",
+                format!("{email} is already registered"),
+            )
+            .with_field("email")
+            .with("customer_id", customer_id.to_string()),
+            CommandError::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency key reused",
+                "this Idempotency-Key was used with a different request; use a new key for a new request",
+            )
+            .with_field("Idempotency-Key"),
             CommandError::Internal(error) => Problem::internal(&error),
         }
     }

@@ -287,21 +287,90 @@ pub struct CancelOrderRequest {
     /// Why the order is cancelled, up to 500 characters.
     #[serde(default)]
     pub reason: String,
+    /// Refuse the command unless the order is at this version (optimistic concurrency).
+    #[serde(default)]
+    pub expected_version: Option<i64>,
+}
+
+/// A validated CancelOrder command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelOrder {
+    pub reason: String,
+    pub expected_version: Option<i32>,
 }
 
 impl CancelOrderRequest {
     /// Longest reason accepted.
     pub const MAX_REASON: usize = 500;
 
-    /// Checks the reason's length.
-    pub fn validate(&self) -> Result<&str, Invalid> {
+    /// Checks the reason's length and the expected version.
+    pub fn validate(&self) -> Result<CancelOrder, Invalid> {
         if self.reason.chars().count() > Self::MAX_REASON {
             return Err(Invalid::new(
                 "reason",
                 format!("must be at most {} characters", Self::MAX_REASON),
             ));
         }
-        Ok(&self.reason)
+        let expected_version = self
+            .expected_version
+            .map(|v| i32::try_from(v).ok().filter(|v| *v >= 1))
+            .map(|v| {
+                v.ok_or_else(|| {
+                    Invalid::new("expected_version", "must be a version number, 1 or more")
+                })
+            })
+            .transpose()?;
+        Ok(CancelOrder {
+            reason: self.reason.clone(),
+            expected_version,
+        })
+    }
+}
+
+/// The body of RegisterCustomer.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCustomerRequest {
+    /// Contact address; stored lower-cased, one customer per address.
+    pub email: String,
+    /// Display name, 1 to 200 characters.
+    pub name: String,
+}
+
+/// A validated RegisterCustomer command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterCustomer {
+    pub email: String,
+    pub name: String,
+}
+
+impl RegisterCustomerRequest {
+    /// Longest name accepted.
+    pub const MAX_NAME: usize = 200;
+
+    /// Checks the address and the name.
+    pub fn validate(&self) -> Result<RegisterCustomer, Invalid> {
+        let email = self.email.trim().to_lowercase();
+        if email.len() > 254 || !email_address::EmailAddress::is_valid(&email) {
+            return Err(Invalid::new("email", "must be an e-mail address"));
+        }
+        let name = self.name.trim();
+        if name.is_empty()
+            || name.chars().count() > Self::MAX_NAME
+            || name.chars().any(char::is_control)
+        {
+            return Err(Invalid::new(
+                "name",
+                format!(
+                    "must be 1 to {} characters without control characters",
+                    Self::MAX_NAME
+                ),
+            ));
+        }
+        Ok(RegisterCustomer {
+            email,
+            name: name.to_owned(),
+        })
     }
 }
 
@@ -370,6 +439,59 @@ mod tests {
         let mut r = request();
         r.lines[1].sku = "SKU-1".into();
         assert_eq!(field_of(r), "lines[1].sku");
+    }
+
+    #[test]
+    fn cancel_and_register_validate_their_fields() {
+        let cancel = |expected_version| CancelOrderRequest {
+            reason: String::new(),
+            expected_version,
+        };
+        assert_eq!(
+            cancel(Some(2)).validate().unwrap().expected_version,
+            Some(2)
+        );
+        assert_eq!(
+            cancel(Some(0)).validate().unwrap_err().field,
+            "expected_version"
+        );
+        assert_eq!(
+            cancel(Some(1 << 40)).validate().unwrap_err().field,
+            "expected_version"
+        );
+
+        let register = |email: &str, name: &str| RegisterCustomerRequest {
+            email: email.into(),
+            name: name.into(),
+        };
+        assert_eq!(
+            register(" Ada@Example.COM ", "Ada")
+                .validate()
+                .unwrap()
+                .email,
+            "ada@example.com"
+        );
+        assert_eq!(
+            register("not an address", "Ada")
+                .validate()
+                .unwrap_err()
+                .field,
+            "email"
+        );
+        assert_eq!(
+            register("ada@example.com", "  ")
+                .validate()
+                .unwrap_err()
+                .field,
+            "name"
+        );
+        assert_eq!(
+            register("ada@example.com", "a\u{7}b")
+                .validate()
+                .unwrap_err()
+                .field,
+            "name"
+        );
     }
 
     #[test]

@@ -3,17 +3,25 @@
 //! transaction (the transactional outbox). The relay publishes them later.
 //!
 //! ```text
-//! POST /orders              PlaceOrder   → 201, OrderPlaced in the outbox
-//! POST /orders/{id}/cancel  CancelOrder  → 200, OrderCancelled in the outbox
+//! POST /customers           RegisterCustomer → 201, CustomerRegistered in the outbox
+//! POST /orders              PlaceOrder       → 201, OrderPlaced in the outbox
+//! POST /orders/{id}/cancel  CancelOrder      → 200, OrderCancelled in the outbox
 //! ```
+//!
+//! Every command takes an optional `Idempotency-Key` header: a retry with the
+//! same key and request gets the first response again (`Idempotent-Replayed:
+//! true`) without a second effect; the same key with another request gets 422.
 
 mod api;
+mod customers;
 pub mod domain;
+pub mod idempotency;
 pub mod outbox;
 mod service;
 mod settings;
 
 pub use api::{AppState, router};
+pub use customers::{CustomerAccepted, Customers};
 pub use service::{CommandError, OrderAccepted, Orders};
 pub use settings::CommandApiSettings;
 

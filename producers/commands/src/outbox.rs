@@ -16,6 +16,21 @@ pub struct Route {
     pub schema_id: u32,
 }
 
+impl Route {
+    /// The route of event type `E`: its topic with `topic_prefix`, its id in `ids`.
+    pub fn of<E: Event>(
+        ids: &tributary_registry::ContractIds,
+        topic_prefix: &str,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            topic: format!("{topic_prefix}{}", E::TOPIC.name()),
+            schema_id: ids
+                .id_of(E::FULL_NAME)
+                .ok_or_else(|| anyhow::anyhow!("no registered schema for {}", E::FULL_NAME))?,
+        })
+    }
+}
+
 /// Context every event carries in its headers.
 #[derive(Debug, Clone)]
 pub struct Causation {

@@ -3,16 +3,14 @@
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tributary_registry::ContractIds;
-use tributary_schemas::{
-    Event,
-    orders::{OrderCancelled, OrderLine, OrderPlaced},
-};
+use tributary_schemas::orders::{OrderCancelled, OrderLine, OrderPlaced};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Invalid, OrderStatus, PlaceOrder},
+    domain::{CancelOrder, Invalid, OrderStatus, PlaceOrder},
+    idempotency::{self, Done, IdempotencyKey},
     outbox::{Causation, OutboxRecord, Route},
 };
 
@@ -32,6 +30,19 @@ pub enum CommandError {
         current: OrderStatus,
         wanted: OrderStatus,
     },
+    /// The command expected another version of the aggregate (optimistic concurrency).
+    #[error("order {order_id} is at version {current}, not {expected}")]
+    StaleVersion {
+        order_id: Uuid,
+        expected: i32,
+        current: i32,
+    },
+    /// The e-mail address belongs to another customer.
+    #[error("{email} is already registered")]
+    EmailTaken { email: String, customer_id: Uuid },
+    /// The idempotency key was used before with a different request.
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyKeyReused,
     /// Anything else; nothing was written.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -43,8 +54,8 @@ impl From<sqlx::Error> for CommandError {
     }
 }
 
-/// What a successful command answers.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// What a successful order command answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderAccepted {
     pub order_id: Uuid,
     pub status: OrderStatus,
@@ -66,18 +77,10 @@ impl Orders {
     /// Handlers writing to `pool`, publishing to topics with `topic_prefix`
     /// under the schema ids in `ids`.
     pub fn new(pool: PgPool, ids: &ContractIds, topic_prefix: &str) -> anyhow::Result<Self> {
-        fn route<E: Event>(ids: &ContractIds, topic_prefix: &str) -> anyhow::Result<Route> {
-            Ok(Route {
-                topic: format!("{topic_prefix}{}", E::TOPIC.name()),
-                schema_id: ids
-                    .id_of(E::FULL_NAME)
-                    .with_context(|| format!("no registered schema for {}", E::FULL_NAME))?,
-            })
-        }
         Ok(Self {
             pool,
-            placed: route::<OrderPlaced>(ids, topic_prefix)?,
-            cancelled: route::<OrderCancelled>(ids, topic_prefix)?,
+            placed: Route::of::<OrderPlaced>(ids, topic_prefix)?,
+            cancelled: Route::of::<OrderCancelled>(ids, topic_prefix)?,
         })
     }
 
@@ -91,7 +94,8 @@ impl Orders {
         &self,
         order: &PlaceOrder,
         causation: &Causation,
-    ) -> Result<OrderAccepted, CommandError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Done<OrderAccepted>, CommandError> {
         let order_id = Uuid::now_v7();
         let now = now_millis();
         let total_minor = order.total_minor();
@@ -112,113 +116,100 @@ impl Orders {
             placed_at: now.timestamp_millis(),
         };
         let record = OutboxRecord::new(&self.placed, &event, causation)?;
-
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO commands.orders
-                 (order_id, customer_id, status, currency, total_minor, version, placed_at, updated_at)
-             VALUES ($1, $2, 'placed', $3, $4, 1, $5, $5)",
-        )
-        .bind(order_id)
-        .bind(order.customer_id)
-        .bind(order.currency.code())
-        .bind(total_minor)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let (line_nos, skus, quantities, prices): (Vec<i32>, Vec<&str>, Vec<i32>, Vec<i64>) = order
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                (
-                    i as i32 + 1,
-                    l.sku.as_str(),
-                    l.quantity.get(),
-                    l.unit_price.get(),
-                )
-            })
-            .fold(Default::default(), |mut acc, (n, s, q, p)| {
-                acc.0.push(n);
-                acc.1.push(s);
-                acc.2.push(q);
-                acc.3.push(p);
-                acc
-            });
-        sqlx::query(
-            "INSERT INTO commands.order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-             SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[], $5::bigint[])",
-        )
-        .bind(order_id)
-        .bind(&line_nos)
-        .bind(&skus)
-        .bind(&quantities)
-        .bind(&prices)
-        .execute(&mut *tx)
-        .await?;
-        record.append(&mut tx).await?;
-        tx.commit().await?;
-
-        metrics::counter!("tributary_commands_total", "command" => "place_order").increment(1);
-        Ok(OrderAccepted {
+        let accepted = OrderAccepted {
             order_id,
             status: OrderStatus::Placed,
             version: 1,
             currency: order.currency.code().to_owned(),
             total_minor,
+        };
+        let done = idempotency::run(&self.pool, key, async move |tx: &mut PgConnection| {
+            sqlx::query(
+                "INSERT INTO commands.orders
+                     (order_id, customer_id, status, currency, total_minor, version, placed_at, updated_at)
+                 VALUES ($1, $2, 'placed', $3, $4, 1, $5, $5)",
+            )
+            .bind(order_id)
+            .bind(order.customer_id)
+            .bind(order.currency.code())
+            .bind(total_minor)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let line_nos: Vec<i32> = (1..=order.lines.len() as i32).collect();
+            let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
+            let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.get()).collect();
+            let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price.get()).collect();
+            sqlx::query(
+                "INSERT INTO commands.order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+                 SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[], $5::bigint[])",
+            )
+            .bind(order_id)
+            .bind(&line_nos)
+            .bind(&skus)
+            .bind(&quantities)
+            .bind(&prices)
+            .execute(&mut *tx)
+            .await?;
+            record.append(tx).await?;
+            Ok(accepted)
         })
+        .await?;
+        if !done.replayed {
+            metrics::counter!("tributary_commands_total", "command" => "place_order").increment(1);
+        }
+        Ok(done)
     }
 
-    /// CancelOrder: a placed order becomes `cancelled`, with `OrderCancelled` in the outbox.
+    /// CancelOrder: a placed order becomes `cancelled`, with `OrderCancelled`
+    /// in the outbox. With `expected_version`, refused unless the order is at
+    /// that version.
     pub async fn cancel(
         &self,
         order_id: Uuid,
-        reason: &str,
+        cancel: &CancelOrder,
         causation: &Causation,
-    ) -> Result<OrderAccepted, CommandError> {
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Done<OrderAccepted>, CommandError> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
-        let row: Option<(String, i32, String, i64)> = sqlx::query_as(
-            "SELECT status, version, currency, total_minor FROM commands.orders WHERE order_id = $1 FOR UPDATE",
-        )
-        .bind(order_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (status, version, currency, total_minor) =
-            row.ok_or(CommandError::NotFound(order_id))?;
-        let current =
-            OrderStatus::parse(&status).with_context(|| format!("stored status {status:?}"))?;
-        if !current.can_become(OrderStatus::Cancelled) {
-            return Err(CommandError::IllegalTransition {
-                order_id,
-                current,
-                wanted: OrderStatus::Cancelled,
-            });
-        }
         let event = OrderCancelled {
             order_id: order_id.to_string(),
-            reason: reason.to_owned(),
+            reason: cancel.reason.clone(),
             cancelled_at: now.timestamp_millis(),
         };
         let record = OutboxRecord::new(&self.cancelled, &event, causation)?;
-        sqlx::query(
-            "UPDATE commands.orders SET status = 'cancelled', version = version + 1, updated_at = $2 WHERE order_id = $1",
-        )
-        .bind(order_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        record.append(&mut tx).await?;
-        tx.commit().await?;
-
-        metrics::counter!("tributary_commands_total", "command" => "cancel_order").increment(1);
-        Ok(OrderAccepted {
-            order_id,
-            status: OrderStatus::Cancelled,
-            version: version + 1,
-            currency,
-            total_minor,
+        let done = idempotency::run(&self.pool, key, async move |tx: &mut PgConnection| {
+            let row: Option<(String, i32, String, i64)> = sqlx::query_as(
+                "SELECT status, version, currency, total_minor FROM commands.orders WHERE order_id = $1 FOR UPDATE",
+            )
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (status, version, currency, total_minor) = row.ok_or(CommandError::NotFound(order_id))?;
+            if let Some(expected) = cancel.expected_version
+                && expected != version
+            {
+                return Err(CommandError::StaleVersion { order_id, expected, current: version });
+            }
+            let current = OrderStatus::parse(&status).with_context(|| format!("stored status {status:?}"))?;
+            if !current.can_become(OrderStatus::Cancelled) {
+                return Err(CommandError::IllegalTransition { order_id, current, wanted: OrderStatus::Cancelled });
+            }
+            sqlx::query(
+                "UPDATE commands.orders SET status = 'cancelled', version = version + 1, updated_at = $2 WHERE order_id = $1",
+            )
+            .bind(order_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            record.append(tx).await?;
+            Ok(OrderAccepted { order_id, status: OrderStatus::Cancelled, version: version + 1, currency, total_minor })
         })
+        .await?;
+        if !done.replayed {
+            metrics::counter!("tributary_commands_total", "command" => "cancel_order").increment(1);
+        }
+        Ok(done)
     }
 }
 
