@@ -8,11 +8,12 @@ use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
 use tributary_commands::{AppState, Customers, Orders};
-use tributary_platform::{http::serve_on, kafka::Cluster, shutdown::Shutdown};
+use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
 use tributary_projector::{Decoder, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
 use tributary_relay::Relay;
 use tributary_schemas::Topic;
+use uuid::Uuid;
 
 use crate::Settings;
 
@@ -35,6 +36,36 @@ pub struct App {
     pub pool: PgPool,
     /// The Kafka cluster (external, or the in-process mock).
     pub cluster: Arc<Cluster>,
+}
+
+/// Gives `settings` one fresh token with every scope, for a process that is
+/// its own client (`demo`, `bench`), and returns its secret.
+pub fn own_token(settings: &mut Settings) -> String {
+    use tributary_platform::auth::{Scope, TokenSettings};
+    let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    settings.auth.tokens.insert(
+        "self".to_owned(),
+        TokenSettings {
+            secret: tributary_platform::Secret::new(&secret),
+            scopes: [Scope::Commands, Scope::Ingest, Scope::Query, Scope::Admin]
+                .into_iter()
+                .collect(),
+        },
+    );
+    secret
+}
+
+/// A client sending `token` as its bearer token.
+pub fn http_client(token: &str, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse()?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(timeout)
+        .build()?)
 }
 
 /// The roles `run` can start.
@@ -101,7 +132,17 @@ impl App {
             orders: Orders::new(self.pool.clone(), &ids, prefix)?,
             customers: Customers::new(self.pool.clone(), &ids, prefix)?,
         };
-        Ok(tributary_commands::router(state, &self.settings.api))
+        Ok(tributary_commands::router(
+            state,
+            &self.settings.api,
+            self.auth()?,
+        ))
+    }
+
+    /// The HTTP roles' tokens, refused at start-up when unsafe.
+    fn auth(&self) -> anyhow::Result<Arc<AuthSettings>> {
+        self.settings.auth.validate()?;
+        Ok(Arc::new(self.settings.auth.clone()))
     }
 
     /// An outbox relay.
@@ -139,6 +180,9 @@ impl App {
         shutdown: &mut Shutdown,
     ) -> anyhow::Result<()> {
         let token = shutdown.token();
+        if matches!(role, Role::Api | Role::Query | Role::All) {
+            self.settings.auth.validate()?;
+        }
         let Listeners {
             registry,
             api,
@@ -171,7 +215,8 @@ impl App {
         }
         if matches!(role, Role::Query | Role::All) {
             let listener = or_bind(query, self.settings.query.listen).await?;
-            let router = tributary_query::router(self.pool.clone(), &self.settings.query);
+            let router =
+                tributary_query::router(self.pool.clone(), &self.settings.query, self.auth()?);
             shutdown.spawn("query", serve_on(listener, router, token.clone()));
         }
         Ok(())

@@ -69,6 +69,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     settings.database =
         scratch::database_on(settings.database.url.expose(), "tributary_bench").await?;
     let listeners = Listeners::ephemeral(&mut settings).await?;
+    let bearer = crate::app::own_token(&mut settings);
     let app = App::connect(settings, true).await?;
     println!(
         "Kafka: {} · PostgreSQL: scratch database · {} cores",
@@ -106,6 +107,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
                     query: listeners.query,
                     ..Listeners::default()
                 },
+                &bearer,
             )
             .await?;
         }
@@ -255,7 +257,12 @@ async fn ceiling(app: &App, orders: &[OrderPlaced], batch: usize) -> anyhow::Res
     Ok(rate)
 }
 
-async fn end_to_end(app: &App, args: &BenchArgs, listeners: Listeners) -> anyhow::Result<()> {
+async fn end_to_end(
+    app: &App,
+    args: &BenchArgs,
+    listeners: Listeners,
+    bearer: &str,
+) -> anyhow::Result<()> {
     let mut shutdown = Shutdown::new();
     let token = shutdown.token();
     for role in [Role::Relay, Role::Projector] {
@@ -285,9 +292,7 @@ async fn end_to_end(app: &App, args: &BenchArgs, listeners: Listeners) -> anyhow
 
     let api = format!("http://{}", app.settings.api.listen);
     let query = format!("http://{}", app.settings.query.listen);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let http = crate::app::http_client(bearer, Duration::from_secs(10))?;
     let watch = Arc::new(Mutex::new(Watch::default()));
     let total = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;
     let watcher = tokio::spawn(watch_visibility(http.clone(), query, watch.clone(), total));

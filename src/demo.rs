@@ -60,6 +60,7 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     settings.kafka.session_timeout = Duration::from_secs(6);
     settings.projector.group_id = format!("tributary-demo-{run_id}");
     let listeners = Listeners::ephemeral(&mut settings).await?;
+    let bearer = crate::app::own_token(&mut settings);
 
     let app = App::connect(settings, true).await?;
     let brokers = if app.cluster.is_mock() {
@@ -76,18 +77,16 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     app.spawn(Role::All, listeners, &mut shutdown).await?;
     let roles = tokio::spawn(shutdown.run(Duration::from_secs(10)));
 
-    let outcome = drive(&app, &args).await;
+    let outcome = drive(&app, &args, &bearer).await;
     token.cancel();
     roles.await.context("the roles' task")??;
     outcome
 }
 
-async fn drive(app: &App, args: &DemoArgs) -> anyhow::Result<()> {
+async fn drive(app: &App, args: &DemoArgs, bearer: &str) -> anyhow::Result<()> {
     let started_at = Utc::now() - chrono::Duration::seconds(1);
     let api = format!("http://{}", app.settings.api.listen);
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
+    let http = crate::app::http_client(bearer, Duration::from_secs(10))
         .context("building the HTTP client")?;
 
     let bar = ProgressBar::new(args.orders as u64);

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use tributary_commands::CommandApiSettings;
 use tributary_platform::{
-    db::DatabaseSettings, kafka::KafkaSettings, telemetry::TelemetrySettings,
+    auth::AuthSettings, db::DatabaseSettings, kafka::KafkaSettings, telemetry::TelemetrySettings,
 };
 use tributary_projector::ProjectorSettings;
 use tributary_query::QuerySettings;
@@ -24,6 +24,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Logs.
     pub telemetry: TelemetrySettings,
+    /// Bearer tokens and their scopes, for every HTTP surface.
+    pub auth: AuthSettings,
     /// The schema registry: where it listens and where clients find it.
     pub registry: RegistrySettings,
     /// The command API.

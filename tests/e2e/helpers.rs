@@ -39,6 +39,7 @@ pub(crate) async fn test_settings() -> Settings {
     settings.kafka.session_timeout = Duration::from_secs(6);
     settings.projector.group_id = format!("projector-{unique}");
     settings.relay.idle_interval = Duration::from_millis(10);
+    tributary::app::own_token(&mut settings);
     settings
 }
 
@@ -88,10 +89,20 @@ impl TestApp {
                 .expect("spawning a role");
         }
         let roles = tokio::spawn(shutdown.run(Duration::from_secs(10)));
+        let bearer = app
+            .settings
+            .auth
+            .tokens
+            .get("self")
+            .map(|t| t.secret.expose().to_owned());
+        let http = match bearer {
+            Some(bearer) => tributary::app::http_client(&bearer, Duration::from_secs(30)).unwrap(),
+            None => reqwest::Client::new(),
+        };
         Self {
             api: format!("http://{}", app.settings.api.listen),
             query: format!("http://{}", app.settings.query.listen),
-            http: reqwest::Client::new(),
+            http,
             app,
             token,
             roles: Some(roles),

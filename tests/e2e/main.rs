@@ -5,6 +5,7 @@
 //! Every test gets its own database, topic prefix and consumer groups, so
 //! tests run in parallel. Logs: `TEST_LOG=1`.
 
+mod auth;
 mod bad_input;
 mod cli;
 mod commands;

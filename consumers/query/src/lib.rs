@@ -7,13 +7,16 @@
 
 mod orders;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, http::StatusCode, routing::get};
+use axum::{Router, http::StatusCode, middleware::from_fn_with_state, routing::get};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
-use tributary_platform::http::{operations_routes, postgres_ready};
+use tributary_platform::{
+    auth::{AuthSettings, Guard, Scope, require},
+    http::{operations_routes, postgres_ready},
+};
 
 pub use orders::OrderView;
 
@@ -46,12 +49,14 @@ struct AppState {
     max_page_size: i64,
 }
 
-/// The query API's routes, with operations routes.
-pub fn router(pool: PgPool, settings: &QuerySettings) -> Router {
+/// The query API's routes (bearer token with the `query` scope), with
+/// operations routes (open).
+pub fn router(pool: PgPool, settings: &QuerySettings, auth: Arc<AuthSettings>) -> Router {
     let ready = postgres_ready(pool.clone());
     Router::new()
         .route("/orders", get(orders::list))
         .route("/orders/{order_id}", get(orders::get))
+        .route_layer(from_fn_with_state(Guard::new(auth, Scope::Query), require))
         .with_state(AppState {
             pool,
             max_page_size: settings.max_page_size,

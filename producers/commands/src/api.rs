@@ -7,9 +7,15 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use std::sync::Arc;
+
+use axum::middleware::from_fn_with_state;
 use serde::Serialize;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
-use tributary_platform::http::{JsonBody, Problem, operations_routes, postgres_ready};
+use tributary_platform::{
+    auth::{AuthSettings, Guard, Scope, require},
+    http::{JsonBody, Problem, operations_routes, postgres_ready},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -28,13 +34,18 @@ pub struct AppState {
     pub customers: Customers,
 }
 
-/// The command API's routes, with operations routes and limits.
-pub fn router(state: AppState, settings: &CommandApiSettings) -> Router {
+/// The command API's routes (bearer token with the `commands` scope), with
+/// operations routes (open) and limits.
+pub fn router(state: AppState, settings: &CommandApiSettings, auth: Arc<AuthSettings>) -> Router {
     let ready = postgres_ready(state.orders.pool().clone());
     Router::new()
         .route("/customers", post(register_customer))
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
+        .route_layer(from_fn_with_state(
+            Guard::new(auth, Scope::Commands),
+            require,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .merge(operations_routes(ready))

@@ -19,6 +19,7 @@
 //! # drop(pool); Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
