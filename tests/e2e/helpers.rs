@@ -38,7 +38,7 @@ pub(crate) async fn test_settings() -> Settings {
     settings.kafka.topic_prefix = format!("t{}.", &unique[..12]);
     settings.kafka.session_timeout = Duration::from_secs(6);
     settings.projector.group_id = format!("projector-{unique}");
-    settings.relay.idle_interval = Duration::from_millis(10);
+    settings.relay.retry_interval = Duration::from_millis(100);
     tributary::app::own_token(&mut settings);
     settings
 }

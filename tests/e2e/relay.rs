@@ -154,3 +154,168 @@ async fn two_relays_at_once_publish_everything_in_order() {
     assert_topic_matches_outbox(&app).await;
     app.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_wakes_on_notification_without_waiting_for_its_poll() {
+    let mut settings = test_settings().await;
+    settings.relay.poll_interval = Duration::from_secs(30);
+    let app = TestApp::spawn_with(settings, &[Role::Api, Role::Relay]).await;
+    // Let the relay take the lead and find the outbox empty.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.place_order(&order_body(Uuid::now_v7(), &[("SKU-1", 1, 100)]))
+        .await;
+    eventually(
+        Duration::from_secs(5),
+        "the order published long before the 30 s poll",
+        || async { (published(&app).await == (1, 1)).then_some(()) },
+    )
+    .await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rows_are_cleaned_up_after_the_retention_and_the_backlog_is_reported() {
+    let mut settings = test_settings().await;
+    settings.relay.retention = Duration::from_millis(1);
+    settings.relay.cleanup_interval = Duration::from_millis(200);
+    let app = TestApp::spawn_with(settings, &[Role::Api, Role::Relay]).await;
+    for i in 0..5 {
+        app.place_order(&order_body(Uuid::now_v7(), &[("SKU-1", 1, 100 + i)]))
+            .await;
+    }
+    let records = app.read_orders_topic(5).await;
+    assert_eq!(records.len(), 5);
+    eventually(
+        Duration::from_secs(10),
+        "published rows deleted",
+        || async { (published(&app).await.1 == 0).then_some(()) },
+    )
+    .await;
+    let metrics = tributary_platform::telemetry::render_metrics();
+    assert!(
+        metrics.contains("tributary_relay_backlog_events"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tributary_relay_backlog_age_seconds"),
+        "{metrics}"
+    );
+    app.stop().await.unwrap();
+}
+
+/// A tansu broker of the test's own, on a free port, that it can stop and restart.
+struct Broker {
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl Broker {
+    fn start_on(port: u16) -> Self {
+        let bin = std::env::var("TANSU_BIN")
+            .expect("TANSU_BIN must name the tansu binary (tests/run sets it)");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = std::process::Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            port,
+            process: Some(process),
+        }
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_succeed_while_kafka_is_down_and_their_events_flow_when_it_returns() {
+    let mut broker = Broker::start();
+    let mut settings = test_settings().await;
+    settings.kafka.brokers = Some(format!("127.0.0.1:{}", broker.port));
+    let app = TestApp::spawn_with(settings, &[Role::Api, Role::Relay]).await;
+    app.place_order(&order_body(Uuid::now_v7(), &[("SKU-1", 1, 100)]))
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "the first order published",
+        || async { (published(&app).await == (1, 1)).then_some(()) },
+    )
+    .await;
+
+    broker.stop();
+    for i in 0..3 {
+        app.place_order(&order_body(Uuid::now_v7(), &[("SKU-2", 1, 200 + i)]))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        published(&app).await,
+        (1, 4),
+        "events wait in the outbox while Kafka is down"
+    );
+
+    // tansu keeps topics in memory: the restarted broker starts empty.
+    let broker = Broker::start_on(broker.port);
+    app.app.ensure_topics().await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the waiting events published",
+        || async { (published(&app).await == (4, 4)).then_some(()) },
+    )
+    .await;
+    let waiting: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM commands.outbox ORDER BY id OFFSET 1")
+            .fetch_all(&app.app.pool)
+            .await
+            .unwrap();
+    let records = app.read_orders_topic(3).await;
+    let on_topic: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r.headers["event_id"].as_str())
+        .collect();
+    for event_id in &waiting {
+        assert!(
+            on_topic.contains(event_id.to_string().as_str()),
+            "event {event_id} never reached Kafka"
+        );
+    }
+    app.stop().await.unwrap();
+    drop(broker);
+}

@@ -21,11 +21,15 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use serde::{Deserialize, Serialize};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgListener};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 /// The advisory lock key of the relay leader ("tributary relay").
 const LEADER_LOCK: i64 = 0x7472_6962_7265_6c61;
+
+/// The channel the outbox's insert trigger notifies (see the command side's migrations).
+pub const CHANNEL: &str = "tributary_outbox";
 
 /// Settings of the relay role.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,20 +37,33 @@ const LEADER_LOCK: i64 = 0x7472_6962_7265_6c61;
 pub struct RelaySettings {
     /// Most rows published per round trip.
     pub batch_size: i64,
-    /// How long the relay sleeps when the outbox is empty.
+    /// Longest wait between looks at the outbox when no notification arrives
+    /// (the relay wakes on LISTEN/NOTIFY; this is the fallback).
     #[serde(with = "humantime_serde")]
-    pub idle_interval: Duration,
+    pub poll_interval: Duration,
+    /// Wait after deliveries failed (Kafka unreachable) before trying again.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
     /// How often a standby relay tries to become the leader.
     #[serde(with = "humantime_serde")]
     pub standby_interval: Duration,
+    /// How often published rows older than `retention` are deleted.
+    #[serde(with = "humantime_serde")]
+    pub cleanup_interval: Duration,
+    /// How long published rows stay in the outbox (for inspection) before clean-up.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             batch_size: 1000,
-            idle_interval: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(500),
+            retry_interval: Duration::from_millis(500),
             standby_interval: Duration::from_secs(1),
+            cleanup_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(3600),
         }
     }
 }
@@ -63,7 +80,8 @@ pub struct Round {
 /// Publishes the outbox.
 pub struct Relay {
     pool: PgPool,
-    producer: FutureProducer,
+    producer: std::sync::Mutex<FutureProducer>,
+    producer_config: ClientConfig,
     settings: RelaySettings,
 }
 
@@ -97,9 +115,34 @@ impl Relay {
             .context("creating the relay's Kafka producer")?;
         Ok(Self {
             pool,
-            producer,
+            producer: std::sync::Mutex::new(producer),
+            producer_config: producer_config.clone(),
             settings,
         })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .lock()
+            .expect("the producer lock is never poisoned")
+            .clone()
+    }
+
+    /// Replaces the producer after failed deliveries. An idempotent producer
+    /// whose broker lost its state (a restarted broker, an expired producer
+    /// id) can keep timing out; a new one starts a fresh sequence. Everything
+    /// the old one had in flight has failed by now, so order is kept.
+    fn renew_producer(&self) -> anyhow::Result<()> {
+        let producer = self
+            .producer_config
+            .create()
+            .context("re-creating the relay's Kafka producer")?;
+        *self
+            .producer
+            .lock()
+            .expect("the producer lock is never poisoned") = producer;
+        metrics::counter!("tributary_relay_producer_renewals_total").increment(1);
+        Ok(())
     }
 
     /// Publishes until `token` is cancelled; standby while another relay leads.
@@ -127,7 +170,7 @@ impl Relay {
             }
         }
         // Whatever is in flight was already awaited by the last round.
-        self.producer.flush(Duration::from_secs(5)).ok();
+        self.producer().flush(Duration::from_secs(5)).ok();
         Ok(())
     }
 
@@ -147,19 +190,77 @@ impl Relay {
     }
 
     async fn lead(&self, conn: &mut PgConnection, token: &CancellationToken) -> anyhow::Result<()> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .context("connecting the outbox listener")?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .context("listening for outbox notifications")?;
+        let mut cleanup = tokio::time::interval(self.settings.cleanup_interval);
+        cleanup.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut reported = None::<Instant>;
         while !token.is_cancelled() {
             let round = self.publish_round(conn).await?;
-            if round.failed > 0 {
-                tracing::warn!(failed = round.failed, "deliveries failed; retrying shortly");
+            if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                let (count, age) = backlog(&mut *conn).await?;
+                metrics::gauge!("tributary_relay_backlog_events").set(count as f64);
+                metrics::gauge!("tributary_relay_backlog_age_seconds").set(age);
+                reported = Some(Instant::now());
             }
-            if round.published < self.settings.batch_size as usize || round.failed > 0 {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(self.settings.idle_interval) => {}
+            if round.failed > 0 {
+                tracing::warn!(
+                    failed = round.failed,
+                    "deliveries failed; retrying shortly with a new producer"
+                );
+                self.renew_producer()?;
+            } else if round.published as i64 == self.settings.batch_size {
+                continue;
+            }
+            let wait = if round.failed > 0 {
+                self.settings.retry_interval
+            } else {
+                self.settings.poll_interval
+            };
+            tokio::select! {
+                () = token.cancelled() => break,
+                notification = listener.recv(), if round.failed == 0 => {
+                    if let Err(error) = notification {
+                        tracing::debug!(error = %error, "outbox listener interrupted; polling until it reconnects");
+                        tokio::time::sleep(self.settings.poll_interval).await;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+                _ = cleanup.tick() => {
+                    let cleaned = self.clean_up(conn).await?;
+                    metrics::counter!("tributary_relay_cleaned_total").increment(cleaned);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Deletes published rows older than the retention, a bounded slice at a time.
+    pub async fn clean_up(&self, conn: &mut PgConnection) -> anyhow::Result<u64> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(self.settings.retention)
+                .context("relay.retention is too long")?;
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM commands.outbox WHERE id IN (
+                     SELECT id FROM commands.outbox WHERE published_at < $1 LIMIT 10000)",
+            )
+            .bind(cutoff)
+            .execute(&mut *conn)
+            .await
+            .context("cleaning up published rows")?
+            .rows_affected();
+            total += deleted;
+            if deleted < 10_000 {
+                return Ok(total);
+            }
+        }
     }
 
     /// One unit of work: publish up to `batch_size` unpublished rows in id
@@ -177,6 +278,7 @@ impl Relay {
             return Ok(Round::default());
         }
 
+        let producer = self.producer();
         let mut deliveries = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut headers = OwnedHeaders::new_with_capacity(row.headers.len());
@@ -193,7 +295,7 @@ impl Relay {
                 .payload(&row.value)
                 .headers(headers);
             // Enqueueing waits while librdkafka's queue is full.
-            deliveries.push(self.producer.send(record, rdkafka::util::Timeout::Never));
+            deliveries.push(producer.send(record, rdkafka::util::Timeout::Never));
         }
         let results = join_all(deliveries).await;
 
@@ -230,12 +332,12 @@ impl Relay {
 }
 
 /// Rows not yet published, and the age in seconds of the oldest.
-pub async fn backlog(pool: &PgPool) -> anyhow::Result<(i64, f64)> {
+pub async fn backlog(conn: &mut PgConnection) -> anyhow::Result<(i64, f64)> {
     let (count, age): (i64, Option<f64>) = sqlx::query_as(
         "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
          FROM commands.outbox WHERE published_at IS NULL",
     )
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok((count, age.unwrap_or(0.0)))
 }
