@@ -7,8 +7,11 @@
 //!   first to its last batch. The ceiling is the same rows written with the
 //!   projector's own multi-row statements, one transaction per batch, but
 //!   without Kafka, decoding or offsets, on the same database in the same run.
-//! - end to end: PlaceOrder at a fixed rate through the HTTP API; each
-//!   accepted order is polled through the query API until visible.
+//! - command side: PlaceOrder through the HTTP API at a fixed concurrency
+//!   with the relay stopped (commands/s, latency), then the relay alone
+//!   drains the outbox (events/s).
+//! - end to end: PlaceOrder at a fixed rate through the HTTP API; one watcher
+//!   pages the query API until each accepted order is visible.
 //!
 //! Each run uses a scratch database (dropped afterwards) and its own topics.
 
@@ -51,12 +54,21 @@ pub struct BenchArgs {
     /// Skip the projector run.
     #[arg(long)]
     pub skip_projector: bool,
+    /// PlaceOrder commands in the command-side run.
+    #[arg(long, default_value_t = 20_000)]
+    pub commands: usize,
+    /// Commands in flight at once in the command-side run.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Skip the command-side run.
+    #[arg(long)]
+    pub skip_commands: bool,
 }
 
 /// Runs the benchmarks and prints their tables.
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    if args.events == 0 || args.rate == 0 {
-        bail!("--events and --rate must be at least 1");
+    if args.events == 0 || args.rate == 0 || args.commands == 0 || args.concurrency == 0 {
+        bail!("--events, --rate, --commands and --concurrency must be at least 1");
     }
     tributary_platform::telemetry::init_logs(&tributary_platform::telemetry::TelemetrySettings {
         log_level: "warn".into(),
@@ -97,6 +109,9 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     let outcome = async {
         if !args.skip_projector {
             projector(&app, args.events).await?;
+        }
+        if !args.skip_commands {
+            command_side(&app, &args, &bearer).await?;
         }
         if !args.skip_e2e {
             end_to_end(
@@ -359,6 +374,97 @@ async fn end_to_end(
             h.max() as f64 / 1000.0
         );
     }
+    Ok(())
+}
+
+async fn command_side(app: &App, args: &BenchArgs, bearer: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    let mut shutdown = Shutdown::new();
+    let token = shutdown.token();
+    app.spawn(
+        Role::Api,
+        Listeners {
+            api: Some(listener),
+            ..Listeners::default()
+        },
+        &mut shutdown,
+    )
+    .await?;
+    let roles = tokio::spawn(shutdown.run(Duration::from_secs(10)));
+
+    let http = crate::app::http_client(bearer, Duration::from_secs(30))?;
+    let customer = Uuid::now_v7().to_string();
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let clock = Instant::now();
+    stream::iter(0..args.commands)
+        .map(|i| {
+            let (http, api, customer, latency) = (&http, &api, &customer, latency.clone());
+            async move {
+                let body = json!({"customer_id": customer, "currency": "EUR",
+                    "lines": [{"sku": format!("SKU-{}", i % 100), "quantity": 1 + i % 3, "unit_price_minor": 1000}]});
+                let sent = Instant::now();
+                let response = http.post(format!("{api}/orders")).json(&body).send().await?;
+                if !response.status().is_success() {
+                    bail!("PlaceOrder answered {}", response.status());
+                }
+                latency.lock().await.record(sent.elapsed().as_micros() as u64)?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
+    let commanded = clock.elapsed();
+    token.cancel();
+    roles.await??;
+
+    // The relay alone drains what the commands wrote.
+    let mut relay_shutdown = Shutdown::new();
+    let relay_token = relay_shutdown.token();
+    app.spawn(Role::Relay, Listeners::default(), &mut relay_shutdown)
+        .await?;
+    let relay = tokio::spawn(relay_shutdown.run(Duration::from_secs(10)));
+    let clock = Instant::now();
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM commands.outbox WHERE published_at IS NULL")
+                .fetch_one(&app.pool)
+                .await?;
+        if waiting == 0 {
+            break;
+        }
+        if clock.elapsed() > Duration::from_secs(600) {
+            bail!("{waiting} outbox rows still unpublished after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = clock.elapsed();
+    relay_token.cancel();
+    relay.await??;
+
+    let latency = latency.lock().await;
+    let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+    println!();
+    println!(
+        "command side ({} PlaceOrder over HTTP, {} in flight)",
+        args.commands, args.concurrency
+    );
+    println!("{:<44} {:>14}", "measure", "value");
+    println!(
+        "{:<44} {:>14.0}",
+        "commands/s (state + outbox, one transaction)",
+        args.commands as f64 / commanded.as_secs_f64()
+    );
+    println!("{:<44} {:>14.1}", "command latency p50 (ms)", ms(0.5));
+    println!("{:<44} {:>14.1}", "command latency p99 (ms)", ms(0.99));
+    println!(
+        "{:<44} {:>14.0}",
+        "relay events/s (outbox backlog → Kafka)",
+        args.commands as f64 / drained.as_secs_f64()
+    );
     Ok(())
 }
 

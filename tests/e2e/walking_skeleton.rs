@@ -122,6 +122,11 @@ async fn a_placed_and_cancelled_order_flows_through_kafka_into_the_query_api() {
         assert!(Uuid::parse_str(&h["correlation_id"]).is_ok());
         assert!(Uuid::parse_str(&h["causation_id"]).is_ok());
         assert_eq!(h["producer"], "tributary-api");
+        assert_eq!(
+            h["traceparent"].split('-').count(),
+            4,
+            "every event carries a trace context"
+        );
     }
     app.stop().await.unwrap();
 }
@@ -146,7 +151,11 @@ async fn correlation_and_trace_context_from_the_request_reach_the_event_headers(
         records[0].headers["correlation_id"],
         correlation.to_string()
     );
-    assert_eq!(records[0].headers["traceparent"], traceparent);
+    let ours = &records[0].headers["traceparent"];
+    assert!(
+        ours.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "the caller's trace continues: {ours}"
+    );
     app.stop().await.unwrap();
 }
 

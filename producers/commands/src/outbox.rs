@@ -38,7 +38,7 @@ pub struct Causation {
     pub correlation_id: Uuid,
     /// The command (or event) that caused this event.
     pub causation_id: Uuid,
-    /// W3C trace context of the request, when it came with one.
+    /// W3C trace context of the event (continuing the request's trace, if any).
     pub traceparent: Option<String>,
     /// The role that produced the event (`tributary-api`).
     pub producer: &'static str,
@@ -88,16 +88,36 @@ impl OutboxRecord {
 
     /// Appends the record to the outbox inside the caller's transaction.
     pub async fn append(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO commands.outbox (event_id, topic, key, value, headers) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(self.event_id)
-        .bind(&self.topic)
-        .bind(&self.key)
-        .bind(&self.value)
-        .bind(Value::Object(self.headers.clone()))
+        self.bind(sqlx::query(concat!(
+            insert_outbox!(),
+            " VALUES ($1, $2, $3, $4, $5)"
+        )))
         .execute(conn)
         .await?;
         Ok(())
     }
+
+    /// Binds the record as parameters `$1` to `$5` of a statement that ends
+    /// with [`insert_outbox!`] (so a command can write its state and its
+    /// event in one statement).
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.event_id)
+            .bind(&self.topic)
+            .bind(&self.key)
+            .bind(&self.value)
+            .bind(Value::Object(self.headers.clone()))
+    }
 }
+
+/// `INSERT INTO commands.outbox (...)` as a literal, for `concat!`: the
+/// columns [`OutboxRecord::bind`] fills as `$1` to `$5`.
+macro_rules! insert_outbox {
+    () => {
+        "INSERT INTO commands.outbox (event_id, topic, key, value, headers)"
+    };
+}
+pub(crate) use insert_outbox;

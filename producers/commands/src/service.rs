@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     domain::{CancelOrder, Invalid, OrderStatus, PlaceOrder},
     idempotency::{self, Done, IdempotencyKey},
-    outbox::{Causation, OutboxRecord, Route},
+    outbox::{Causation, OutboxRecord, Route, insert_outbox},
 };
 
 /// Why a command was not carried out.
@@ -124,34 +124,36 @@ impl Orders {
             total_minor,
         };
         let done = idempotency::run(&self.pool, key, async move |tx: &mut PgConnection| {
-            sqlx::query(
-                "INSERT INTO commands.orders
-                     (order_id, customer_id, status, currency, total_minor, version, placed_at, updated_at)
-                 VALUES ($1, $2, 'placed', $3, $4, 1, $5, $5)",
-            )
-            .bind(order_id)
-            .bind(order.customer_id)
-            .bind(order.currency.code())
-            .bind(total_minor)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
             let line_nos: Vec<i32> = (1..=order.lines.len() as i32).collect();
             let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
             let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.get()).collect();
             let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price.get()).collect();
-            sqlx::query(
-                "INSERT INTO commands.order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-                 SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::int[], $5::bigint[])",
-            )
-            .bind(order_id)
-            .bind(&line_nos)
-            .bind(&skus)
-            .bind(&quantities)
-            .bind(&prices)
-            .execute(&mut *tx)
-            .await?;
-            record.append(tx).await?;
+            // The order, its lines and its event in one statement: one round trip.
+            let statement = concat!(
+                "WITH new_order AS (
+                     INSERT INTO commands.orders
+                         (order_id, customer_id, status, currency, total_minor, version, placed_at, updated_at)
+                     VALUES ($6, $7, 'placed', $8, $9, 1, $10, $10)
+                 ), new_lines AS (
+                     INSERT INTO commands.order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+                     SELECT $6, * FROM UNNEST($11::int[], $12::text[], $13::int[], $14::bigint[])
+                 ) ",
+                insert_outbox!(),
+                " VALUES ($1, $2, $3, $4, $5)"
+            );
+            record
+                .bind(sqlx::query(statement))
+                .bind(order_id)
+                .bind(order.customer_id)
+                .bind(order.currency.code())
+                .bind(total_minor)
+                .bind(now)
+                .bind(&line_nos)
+                .bind(&skus)
+                .bind(&quantities)
+                .bind(&prices)
+                .execute(&mut *tx)
+                .await?;
             Ok(accepted)
         })
         .await?;
