@@ -124,7 +124,7 @@ impl App {
             .context("registering the Avro contract")
     }
 
-    /// The command API's router.
+    /// The command API's router, with the ingest endpoint for upstream events.
     pub async fn command_router(&self) -> anyhow::Result<axum::Router> {
         let ids = self.contract_ids().await?;
         let prefix = &self.settings.kafka.topic_prefix;
@@ -132,11 +132,18 @@ impl App {
             orders: Orders::new(self.pool.clone(), &ids, prefix)?,
             customers: Customers::new(self.pool.clone(), &ids, prefix)?,
         };
-        Ok(tributary_commands::router(
-            state,
-            &self.settings.api,
-            self.auth()?,
-        ))
+        let auth = self.auth()?;
+        let producer = self
+            .settings
+            .kafka
+            .producer_config(&self.cluster.bootstrap_servers(), "tributary-ingest")
+            .create()
+            .context("creating the ingest endpoint's Kafka producer")?;
+        let ingest = tributary_ingest::Ingest::new(self.registry_client()?, producer, prefix);
+        Ok(
+            tributary_commands::router(state, &self.settings.api, auth.clone())
+                .merge(tributary_ingest::router(ingest, auth)),
+        )
     }
 
     /// The HTTP roles' tokens, refused at start-up when unsafe.

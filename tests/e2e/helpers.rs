@@ -213,6 +213,23 @@ impl TestApp {
         self.read_topic(Topic::Orders, expected).await
     }
 
+    /// Records on a contract topic: the sum of its partitions' high watermarks.
+    pub(crate) fn topic_size(&self, topic: Topic) -> i64 {
+        let topic = self.app.topic(topic);
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.app.cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        (0..self.app.settings.kafka.partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1
+            })
+            .sum()
+    }
+
     /// Reads a contract topic like [`Self::read_orders_topic`].
     pub(crate) async fn read_topic(&self, topic: Topic, expected: usize) -> Vec<Record> {
         let topic = self.app.topic(topic);

@@ -10,6 +10,7 @@ mod bad_input;
 mod cli;
 mod commands;
 mod helpers;
+mod ingest;
 mod projector;
 mod relay;
 mod walking_skeleton;

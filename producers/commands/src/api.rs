@@ -14,7 +14,7 @@ use serde::Serialize;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 use tributary_platform::{
     auth::{AuthSettings, Guard, Scope, require},
-    http::{JsonBody, Problem, operations_routes, postgres_ready},
+    http::{JsonBody, Problem, RequestContext, operations_routes, postgres_ready},
 };
 use uuid::Uuid;
 
@@ -142,48 +142,13 @@ fn idempotency_key(
 
 /// The command's own id, and the correlation and trace context it arrived with.
 fn causation(headers: &HeaderMap) -> Causation {
-    let header_uuid = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Uuid::parse_str(v).ok())
-    };
-    let command_id = header_uuid("x-request-id").unwrap_or_else(Uuid::now_v7);
+    let context = RequestContext::from_headers(headers);
     Causation {
-        correlation_id: header_uuid("x-correlation-id").unwrap_or(command_id),
-        causation_id: command_id,
-        traceparent: Some(traceparent(
-            headers.get("traceparent").and_then(|v| v.to_str().ok()),
-        )),
+        correlation_id: context.correlation_id,
+        causation_id: context.request_id,
+        traceparent: Some(context.traceparent),
         producer: "tributary-api",
     }
-}
-
-/// The W3C trace context for the events of this request: the caller's trace
-/// with a new span of ours, or a new trace when the caller sent none (or a
-/// malformed one). `00-<trace id>-<span id>-<flags>`.
-fn traceparent(incoming: Option<&str>) -> String {
-    let span_id = &Uuid::new_v4().simple().to_string()[..16];
-    let parsed = incoming.and_then(|value| {
-        let mut parts = value.trim().split('-');
-        let (version, trace_id, parent, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, len: usize| {
-            s.len() == len
-                && s.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        };
-        let valid = version == "00"
-            && parts.next().is_none()
-            && hex(trace_id, 32)
-            && trace_id != "0".repeat(32)
-            && hex(parent, 16)
-            && hex(flags, 2);
-        valid.then(|| (trace_id.to_owned(), flags.to_owned()))
-    });
-    let (trace_id, flags) =
-        parsed.unwrap_or_else(|| (Uuid::new_v4().simple().to_string(), "01".to_owned()));
-    format!("00-{trace_id}-{span_id}-{flags}")
 }
 
 impl From<CommandError> for Problem {
@@ -223,40 +188,6 @@ impl From<CommandError> for Problem {
             )
             .with_field("Idempotency-Key"),
             CommandError::Internal(error) => Problem::internal(&error),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::traceparent;
-
-    #[test]
-    fn continues_the_callers_trace_with_a_span_of_its_own() {
-        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let ours = traceparent(Some(incoming));
-        assert!(
-            ours.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{ours}"
-        );
-        assert!(ours.ends_with("-01"));
-        assert_ne!(ours, incoming);
-    }
-
-    #[test]
-    fn starts_a_trace_when_there_is_none_or_it_is_malformed() {
-        for incoming in [
-            None,
-            Some("garbage"),
-            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
-        ] {
-            let ours = traceparent(incoming);
-            let parts: Vec<&str> = ours.split('-').collect();
-            assert_eq!(parts.len(), 4, "{ours}");
-            assert_eq!(
-                (parts[0], parts[1].len(), parts[2].len(), parts[3]),
-                ("00", 32, 16, "01")
-            );
         }
     }
 }

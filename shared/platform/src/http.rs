@@ -188,6 +188,63 @@ fn field_of(path: &str, message: &str) -> String {
     }
 }
 
+/// Where a request sits in the caller's work: its own id, the correlation id
+/// tying everything that follows from one outside request, and W3C trace context.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// `X-Request-Id` when it is a UUID, else a new UUIDv7.
+    pub request_id: uuid::Uuid,
+    /// `X-Correlation-Id` when it is a UUID, else the request id.
+    pub correlation_id: uuid::Uuid,
+    /// The caller's trace continued with a new span, or a new trace.
+    pub traceparent: String,
+}
+
+impl RequestContext {
+    /// Reads the context from request headers.
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Self {
+        let uuid = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| uuid::Uuid::parse_str(v).ok())
+        };
+        let request_id = uuid("x-request-id").unwrap_or_else(uuid::Uuid::now_v7);
+        Self {
+            request_id,
+            correlation_id: uuid("x-correlation-id").unwrap_or(request_id),
+            traceparent: traceparent(headers.get("traceparent").and_then(|v| v.to_str().ok())),
+        }
+    }
+}
+
+/// The W3C trace context for what a request causes: the caller's trace with
+/// a new span of ours, or a new trace when the caller sent none (or a
+/// malformed one). `00-<trace id>-<span id>-<flags>`.
+pub fn traceparent(incoming: Option<&str>) -> String {
+    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let parsed = incoming.and_then(|value| {
+        let mut parts = value.trim().split('-');
+        let (version, trace_id, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let valid = version == "00"
+            && parts.next().is_none()
+            && hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && hex(parent, 16)
+            && hex(flags, 2);
+        valid.then(|| (trace_id.to_owned(), flags.to_owned()))
+    });
+    let (trace_id, flags) =
+        parsed.unwrap_or_else(|| (uuid::Uuid::new_v4().simple().to_string(), "01".to_owned()));
+    format!("00-{trace_id}-{span_id}-{flags}")
+}
+
 /// A readiness check: `Ok` when the role can do its work.
 pub type ReadinessCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + Sync>;
@@ -297,6 +354,35 @@ mod tests {
         assert_eq!(nested.field.as_deref(), Some("lines[0].quantity"));
         let missing_nested = problem(r#"{"customer_id": "c", "lines": [{"sku": "A"}]}"#);
         assert_eq!(missing_nested.field.as_deref(), Some("lines[0].quantity"));
+    }
+
+    #[test]
+    fn continues_the_callers_trace_with_a_span_of_its_own() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ours = traceparent(Some(incoming));
+        assert!(
+            ours.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{ours}"
+        );
+        assert!(ours.ends_with("-01"));
+        assert_ne!(ours, incoming);
+    }
+
+    #[test]
+    fn starts_a_trace_when_there_is_none_or_it_is_malformed() {
+        for incoming in [
+            None,
+            Some("garbage"),
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+        ] {
+            let ours = traceparent(incoming);
+            let parts: Vec<&str> = ours.split('-').collect();
+            assert_eq!(parts.len(), 4, "{ours}");
+            assert_eq!(
+                (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+                ("00", 32, 16, "01")
+            );
+        }
     }
 
     #[test]

@@ -181,6 +181,36 @@ impl RegistryClient {
             .cloned()
     }
 
+    /// The schema registered as `version` of `subject` (the latest when `None`).
+    #[instrument(skip(self), err)]
+    pub async fn subject_version(
+        &self,
+        subject: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<WriterSchema>> {
+        #[derive(Deserialize)]
+        struct Version {
+            id: u32,
+        }
+        let version = version.map_or_else(|| "latest".to_owned(), |v| v.to_string());
+        let url = self.endpoint(&["subjects", subject, "versions", &version])?;
+        let Version { id } = self.send(Method::GET, url, None).await?;
+        self.schema_by_id(id).await
+    }
+
+    /// The subjects (and versions) under which schema `id` is registered.
+    #[instrument(skip(self), err)]
+    pub async fn subjects_of(&self, id: u32) -> Result<Vec<(String, u32)>> {
+        #[derive(Deserialize)]
+        struct Usage {
+            subject: String,
+            version: u32,
+        }
+        let url = self.endpoint(&["schemas", "ids", &id.to_string(), "versions"])?;
+        let usages: Vec<Usage> = self.send(Method::GET, url, None).await?;
+        Ok(usages.into_iter().map(|u| (u.subject, u.version)).collect())
+    }
+
     /// Registers the current version of every record in
     /// [`tributary_schemas::CONTRACT`] under `subject(<topic_prefix><topic
     /// name>, full_name)`, retrying with backoff for up to `wait` while the
