@@ -9,7 +9,7 @@ use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
 use tributary_commands::{AppState, Customers, Orders};
 use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
-use tributary_projector::{Decoder, Projector};
+use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
 use tributary_relay::Relay;
 use tributary_schemas::Topic;
@@ -18,7 +18,8 @@ use uuid::Uuid;
 use crate::Settings;
 
 /// Every crate's migrations, applied as one ordered set.
-pub const MIGRATORS: [&Migrator; 3] = [
+pub const MIGRATORS: [&Migrator; 4] = [
+    &tributary_consumer::MIGRATOR,
     &tributary_registry::MIGRATOR,
     &tributary_commands::MIGRATOR,
     &tributary_projector::MIGRATOR,
@@ -165,16 +166,17 @@ impl App {
     pub async fn projector(&self) -> anyhow::Result<Projector> {
         let ids = self.contract_ids().await?;
         let decoder = Decoder::new(self.registry_client()?, ids);
+        let settings = &self.settings.projector;
         let config = self.settings.kafka.consumer_config(
             &self.cluster.bootstrap_servers(),
-            &self.settings.projector.group_id,
+            settings.group_or(tributary_projector::GROUP),
         );
         Projector::new(
             self.pool.clone(),
-            decoder,
-            self.topic(Topic::Orders),
+            OrdersProjection::new(decoder),
+            &[self.topic(Topic::Orders)],
             &config,
-            self.settings.projector.clone(),
+            settings.clone(),
         )
     }
 

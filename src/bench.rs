@@ -77,7 +77,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     let run_id = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     settings.kafka.topic_prefix = format!("{}bench-{run_id}.", settings.kafka.topic_prefix);
     settings.kafka.session_timeout = Duration::from_secs(6);
-    settings.projector.group_id = format!("tributary-bench-{run_id}");
+    settings.projector.group_id = Some(format!("tributary-bench-{run_id}"));
     settings.database =
         scratch::database_on(settings.database.url.expose(), "tributary_bench").await?;
     let listeners = Listeners::ephemeral(&mut settings).await?;
@@ -205,12 +205,9 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     let running = tokio::spawn(projector.run(token.clone()));
     let mut first_batch = None;
     loop {
-        let applied: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM read_model.projection_offsets WHERE topic = $1",
-        )
-        .bind(&topic)
-        .fetch_one(&app.pool)
-        .await?;
+        let applied =
+            tributary_consumer::applied(&app.pool, tributary_projector::ORDERS_PROJECTION, &topic)
+                .await?;
         if applied > 0 && first_batch.is_none() {
             first_batch = Some(clock.elapsed());
         }

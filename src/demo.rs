@@ -58,7 +58,7 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     let run_id = Utc::now().format("%Y%m%d%H%M%S").to_string();
     settings.kafka.topic_prefix = format!("{}demo-{run_id}.", settings.kafka.topic_prefix);
     settings.kafka.session_timeout = Duration::from_secs(6);
-    settings.projector.group_id = format!("tributary-demo-{run_id}");
+    settings.projector.group_id = Some(format!("tributary-demo-{run_id}"));
     let listeners = Listeners::ephemeral(&mut settings).await?;
     let bearer = crate::app::own_token(&mut settings);
 

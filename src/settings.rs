@@ -6,10 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 use tributary_commands::CommandApiSettings;
+use tributary_consumer::ConsumerSettings;
 use tributary_platform::{
     auth::AuthSettings, db::DatabaseSettings, kafka::KafkaSettings, telemetry::TelemetrySettings,
 };
-use tributary_projector::ProjectorSettings;
 use tributary_query::QuerySettings;
 use tributary_registry::RegistrySettings;
 use tributary_relay::RelaySettings;
@@ -32,8 +32,8 @@ pub struct Settings {
     pub api: CommandApiSettings,
     /// The outbox relay.
     pub relay: RelaySettings,
-    /// The projector.
-    pub projector: ProjectorSettings,
+    /// The projector (consumer group `tributary-projector` unless set).
+    pub projector: ConsumerSettings,
     /// The query API.
     pub query: QuerySettings,
 }

@@ -37,7 +37,7 @@ pub(crate) async fn test_settings() -> Settings {
         Some(std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()));
     settings.kafka.topic_prefix = format!("t{}.", &unique[..12]);
     settings.kafka.session_timeout = Duration::from_secs(6);
-    settings.projector.group_id = format!("projector-{unique}");
+    settings.projector.group_id = Some(format!("projector-{unique}"));
     settings.relay.retry_interval = Duration::from_millis(100);
     tributary::app::own_token(&mut settings);
     settings
@@ -162,13 +162,13 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Sum of the stored next offsets of the orders projection over `topic`.
+    /// Sum of the stored next offsets of the orders projection over the order topic.
     pub(crate) async fn stored_offsets(&self) -> i64 {
-        sqlx::query_scalar(
-            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM read_model.projection_offsets WHERE topic = $1",
+        tributary_consumer::applied(
+            &self.app.pool,
+            tributary_projector::ORDERS_PROJECTION,
+            &self.app.topic(Topic::Orders),
         )
-        .bind(self.app.topic(Topic::Orders))
-        .fetch_one(&self.app.pool)
         .await
         .unwrap()
     }

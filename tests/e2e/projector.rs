@@ -207,7 +207,7 @@ async fn undecodable_messages_are_logged_and_skipped_and_the_partition_carries_o
     assert_eq!(app.count("read_model.orders").await, 1);
     assert!(
         tributary_platform::telemetry::render_metrics()
-            .contains("tributary_projector_undecodable_total"),
+            .contains("tributary_consumer_undecodable_total"),
         "the skipped messages are counted"
     );
     app.stop().await.unwrap();

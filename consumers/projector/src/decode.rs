@@ -1,20 +1,10 @@
 //! From Kafka bytes to order events: Confluent framing, writer schema by id,
 //! the fast path when the writer is our own current schema.
 
+use tributary_consumer::DecodeError;
 use tributary_registry::{ContractIds, RegistryClient};
 use tributary_schemas::{framing, orders::OrderEvent};
 use uuid::Uuid;
-
-/// Why a message could not become an event.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The message is bad: it will never decode (skip it).
-    #[error("{0}")]
-    BadInput(String),
-    /// The registry could not be asked right now (retry the batch).
-    #[error("schema registry unavailable: {0}")]
-    Unavailable(#[source] tributary_registry::Error),
-}
 
 /// Decodes the order topic's messages.
 #[derive(Debug, Clone)]
@@ -52,7 +42,7 @@ impl Decoder {
                         tributary_registry::Error::Registry { status, .. } if *status < 500 => {
                             DecodeError::BadInput(error.to_string())
                         }
-                        _ => DecodeError::Unavailable(error),
+                        _ => DecodeError::Unavailable(error.into()),
                     })?;
                 OrderEvent::decode(&writer.full_name, Some(&writer.schema), datum)
             }

@@ -1,19 +1,18 @@
-//! The projector's consumer loop.
+//! The consumer loop.
 //!
 //! `select!` over the shutdown token and the consumer; after the first
 //! message, take whatever else is already fetched (up to `max_batch`) without
 //! waiting, so batches are large under a backlog and single events when idle.
 //! Each partition's batch is applied in one transaction with its offset.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{
-        BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+        BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer,
     },
     error::KafkaError,
     message::{BorrowedMessage, OwnedMessage},
@@ -21,31 +20,29 @@ use rdkafka::{
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use tributary_schemas::orders::OrderEvent;
 
-use crate::{DecodeError, Decoder, ORDERS_PROJECTION, ProjectorSettings, offsets, orders};
+use crate::{ConsumerSettings, DecodeError, Envelope, Handler, offsets};
 
-/// Builds the orders read model from the order topic.
-pub struct Projector {
+/// Consumes topics with a [`Handler`].
+pub struct Consumer<H: Handler> {
     pool: PgPool,
-    decoder: Decoder,
-    topic: String,
-    settings: ProjectorSettings,
+    handler: Arc<H>,
+    settings: ConsumerSettings,
     consumer: StreamConsumer<SeekToStoredOffsets>,
 }
 
-impl std::fmt::Debug for Projector {
+impl<H: Handler> std::fmt::Debug for Consumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Projector")
-            .field("topic", &self.topic)
+        f.debug_struct("Consumer")
+            .field("name", &self.handler.name())
             .finish_non_exhaustive()
     }
 }
 
-/// What one batch did, for tests and metrics.
+/// What a consumer did, for tests and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Batch {
-    /// Events applied to the read model.
+    /// Events applied.
     pub applied: usize,
     /// Messages skipped because they were applied before (offset already stored).
     pub already_applied: usize,
@@ -61,32 +58,30 @@ impl std::ops::AddAssign for Batch {
     }
 }
 
-impl Projector {
-    /// A projector consuming `topic` with `consumer_config` (see
+impl<H: Handler> Consumer<H> {
+    /// A consumer of `topics` with `consumer_config` (see
     /// `KafkaSettings::consumer_config`). Must run on a multi-thread Tokio
     /// runtime: assignments read stored offsets synchronously.
     pub fn new(
         pool: PgPool,
-        decoder: Decoder,
-        topic: String,
+        handler: H,
+        topics: &[String],
         consumer_config: &ClientConfig,
-        settings: ProjectorSettings,
+        settings: ConsumerSettings,
     ) -> anyhow::Result<Self> {
         let context = SeekToStoredOffsets {
             pool: pool.clone(),
-            topic: topic.clone(),
+            name: handler.name().to_owned(),
             runtime: tokio::runtime::Handle::current(),
         };
         let consumer: StreamConsumer<SeekToStoredOffsets> = consumer_config
             .create_with_context(context)
-            .context("creating the projector's Kafka consumer")?;
-        consumer
-            .subscribe(&[&topic])
-            .context("subscribing to the order topic")?;
+            .context("creating a Kafka consumer")?;
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).context("subscribing")?;
         Ok(Self {
             pool,
-            decoder,
-            topic,
+            handler: Arc::new(handler),
             settings,
             consumer,
         })
@@ -110,7 +105,7 @@ impl Projector {
                     None => break,
                 }
             }
-            let apply = self.apply_pending(fetched.by_partition, &token);
+            let apply = self.apply_fetched(fetched.by_partition, &token);
             // Once shutdown begins, what was fetched gets `drain_timeout` to land.
             total += tokio::select! {
                 batch = apply => batch?,
@@ -124,35 +119,32 @@ impl Projector {
             };
         }
         tracing::info!(
+            consumer = self.handler.name(),
             applied = total.applied,
             undecodable = total.undecodable,
-            "projector stopping"
+            "consumer stopping"
         );
         self.consumer.unsubscribe();
         Ok(total)
     }
 
-    async fn apply_pending(
+    async fn apply_fetched(
         &self,
-        pending: BTreeMap<i32, Vec<OwnedMessage>>,
+        fetched: BTreeMap<(String, i32), Vec<OwnedMessage>>,
         token: &CancellationToken,
     ) -> anyhow::Result<Batch> {
         let mut total = Batch::default();
         let mut committed = TopicPartitionList::new();
-        for (partition, messages) in pending {
+        for ((topic, partition), messages) in fetched {
             let mut backoff = self.settings.retry_backoff;
             let batch = loop {
-                match self.apply_partition(partition, &messages).await {
+                match self.apply_partition(&topic, partition, &messages).await {
                     Ok(batch) => break batch,
                     Err(error) if !token.is_cancelled() => {
                         // Transient (database, registry): retry in place, keeping order.
-                        tracing::warn!(
-                            partition,
-                            error = format!("{error:#}"),
-                            ?backoff,
-                            "batch failed; retrying"
-                        );
-                        metrics::counter!("tributary_projector_retries_total").increment(1);
+                        tracing::warn!(%topic, partition, error = format!("{error:#}"), ?backoff, "batch failed; retrying");
+                        metrics::counter!("tributary_consumer_retries_total", "consumer" => self.handler.name().to_owned())
+                            .increment(1);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
@@ -162,7 +154,7 @@ impl Projector {
             total += batch;
             if let Some(last) = messages.last() {
                 committed.add_partition_offset(
-                    &self.topic,
+                    &topic,
                     partition,
                     Offset::Offset(last.offset() + 1),
                 )?;
@@ -179,22 +171,22 @@ impl Projector {
     /// their offset in one transaction.
     async fn apply_partition(
         &self,
+        topic: &str,
         partition: i32,
         messages: &[OwnedMessage],
     ) -> anyhow::Result<Batch> {
+        let name = self.handler.name();
         let mut batch = Batch::default();
-        let mut events = Vec::with_capacity(messages.len());
-        let mut last_event_at = None;
         let mut decoded = Vec::with_capacity(messages.len());
         for message in messages {
-            match self.decoder.decode(message.payload()).await {
+            match self.handler.decode(message).await {
                 Ok(event) => decoded.push((message.offset(), event)),
                 Err(DecodeError::BadInput(reason)) => {
                     tracing::warn!(
-                        topic = %self.topic, partition, offset = message.offset(), error = %reason,
+                        consumer = name, %topic, partition, offset = message.offset(), error = %reason,
                         "skipping a message that cannot be decoded"
                     );
-                    metrics::counter!("tributary_projector_undecodable_total").increment(1);
+                    metrics::counter!("tributary_consumer_undecodable_total", "consumer" => name.to_owned()).increment(1);
                     batch.undecodable += 1;
                 }
                 Err(error @ DecodeError::Unavailable(_)) => return Err(error.into()),
@@ -205,48 +197,50 @@ impl Projector {
         };
 
         let mut tx = self.pool.begin().await?;
-        let next = offsets::lock(&mut tx, ORDERS_PROJECTION, &self.topic, partition).await?;
+        let next = offsets::lock(&mut tx, name, topic, partition).await?;
         if let Some(first) = messages.first()
             && first.offset() > next
         {
-            tracing::warn!(
-                partition,
-                stored = next,
-                first = first.offset(),
-                "offsets skipped ahead of the stored offset"
-            );
+            tracing::warn!(%topic, partition, stored = next, first = first.offset(), "offsets skipped ahead of the stored offset");
         }
+        let mut events = Vec::with_capacity(decoded.len());
+        let mut last_event_at = None;
         for (offset, event) in decoded {
             if offset < next {
                 batch.already_applied += 1;
             } else if let Some(event) = event {
-                last_event_at = Some(occurred_at(&event));
-                events.push(event);
+                last_event_at = self.handler.occurred_at(&event).or(last_event_at);
+                events.push(Envelope {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset,
+                    event,
+                });
             }
         }
-        orders::apply(&mut tx, &events).await?;
-        let new_next = next.max(last.offset() + 1);
+        batch.applied = events.len();
+        self.handler.apply(&mut tx, events).await?;
         offsets::advance(
             &mut tx,
-            ORDERS_PROJECTION,
-            &self.topic,
+            name,
+            topic,
             partition,
-            new_next,
+            next.max(last.offset() + 1),
             last_event_at,
         )
         .await?;
         tx.commit().await?;
 
-        batch.applied = events.len();
-        metrics::counter!("tributary_projector_applied_total").increment(batch.applied as u64);
+        metrics::counter!("tributary_consumer_applied_total", "consumer" => name.to_owned())
+            .increment(batch.applied as u64);
         Ok(batch)
     }
 }
 
-/// Messages fetched for one batch, by partition, in offset order.
+/// Messages fetched for one batch, by topic and partition, in offset order.
 #[derive(Default)]
 struct Fetched {
-    by_partition: BTreeMap<i32, Vec<OwnedMessage>>,
+    by_partition: BTreeMap<(String, i32), Vec<OwnedMessage>>,
     count: usize,
 }
 
@@ -255,7 +249,7 @@ impl Fetched {
         match message {
             Ok(message) => {
                 self.by_partition
-                    .entry(message.partition())
+                    .entry((message.topic().to_owned(), message.partition()))
                     .or_default()
                     .push(message.detach());
                 self.count += 1;
@@ -265,24 +259,11 @@ impl Fetched {
     }
 }
 
-fn occurred_at(event: &OrderEvent) -> DateTime<Utc> {
-    use tributary_schemas::Event;
-    let millis = match event {
-        OrderEvent::Placed(e) => e.occurred_at(),
-        OrderEvent::Cancelled(e) => e.occurred_at(),
-        OrderEvent::Paid(e) => e.occurred_at(),
-        OrderEvent::Shipped(e) => e.occurred_at(),
-        OrderEvent::Delivered(e) => e.occurred_at(),
-        OrderEvent::Refunded(e) => e.occurred_at(),
-    };
-    DateTime::from_timestamp_millis(millis).unwrap_or_default()
-}
-
 /// On every assignment, start each partition at the offset stored beside the
-/// read model (or at the beginning for a partition never applied).
+/// consumer's work (or at the beginning for a partition never applied).
 struct SeekToStoredOffsets {
     pool: PgPool,
-    topic: String,
+    name: String,
     runtime: tokio::runtime::Handle,
 }
 
@@ -302,8 +283,7 @@ impl ConsumerContext for SeekToStoredOffsets {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let stored = tokio::task::block_in_place(|| {
-                    self.runtime
-                        .block_on(offsets::load(&self.pool, ORDERS_PROJECTION, &self.topic))
+                    self.runtime.block_on(offsets::load(&self.pool, &self.name))
                 });
                 match stored {
                     Ok(stored) => {
@@ -314,7 +294,7 @@ impl ConsumerContext for SeekToStoredOffsets {
                             .collect();
                         for (topic, partition) in assigned {
                             let offset = stored
-                                .get(&partition)
+                                .get(&(topic.clone(), partition))
                                 .map_or(Offset::Beginning, |n| Offset::Offset(*n));
                             if let Err(error) = tpl.set_partition_offset(&topic, partition, offset)
                             {
@@ -328,7 +308,7 @@ impl ConsumerContext for SeekToStoredOffsets {
                         tracing::error!(error = %error, "cannot read stored offsets; resuming from Kafka's")
                     }
                 }
-                tracing::info!(partitions = ?partitions(tpl), "partitions assigned");
+                tracing::info!(consumer = %self.name, partitions = ?partitions(tpl), "partitions assigned");
                 if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -336,7 +316,7 @@ impl ConsumerContext for SeekToStoredOffsets {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = ?partitions(tpl), "partitions revoked");
+                tracing::info!(consumer = %self.name, partitions = ?partitions(tpl), "partitions revoked");
                 if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
