@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
-use tributary_commands::{AppState, Customers, Orders};
+use tributary_commands::{AppState, Customers, Orders, ProcessManager};
+use tributary_consumer::{AvroDecoder, Consumer};
 use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
 use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
@@ -78,6 +79,8 @@ pub enum Role {
     Relay,
     /// The projector.
     Projector,
+    /// The process manager: upstream payments and shipments become order transitions.
+    ProcessManager,
     /// The query API (HTTP).
     Query,
     /// The schema registry (HTTP).
@@ -101,7 +104,8 @@ impl App {
 
     /// Creates the contract's topics where they do not exist.
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
-        let names: Vec<String> = Topic::ALL.iter().map(|t| self.topic(*t)).collect();
+        let mut names: Vec<String> = Topic::ALL.iter().map(|t| self.topic(*t)).collect();
+        names.push(self.process_manager_dead_letters());
         self.cluster
             .ensure_topics(&self.settings.kafka, &names)
             .await
@@ -165,7 +169,7 @@ impl App {
     /// A projector in the configured consumer group.
     pub async fn projector(&self) -> anyhow::Result<Projector> {
         let ids = self.contract_ids().await?;
-        let decoder = Decoder::new(self.registry_client()?, ids);
+        let decoder = Decoder::new(AvroDecoder::new(self.registry_client()?, ids));
         let settings = &self.settings.projector;
         let config = self.settings.kafka.consumer_config(
             &self.cluster.bootstrap_servers(),
@@ -175,6 +179,38 @@ impl App {
             self.pool.clone(),
             OrdersProjection::new(decoder),
             &[self.topic(Topic::Orders)],
+            &config,
+            settings.clone(),
+        )
+    }
+
+    /// The process manager's dead-letter topic (`<group>.dlq`).
+    pub fn process_manager_dead_letters(&self) -> String {
+        let group = self
+            .settings
+            .process_manager
+            .group_or(tributary_commands::process_manager::GROUP);
+        self.settings.kafka.topic(&format!("{group}.dlq"))
+    }
+
+    /// The process manager in its configured consumer group.
+    pub async fn process_manager(&self) -> anyhow::Result<Consumer<ProcessManager>> {
+        let ids = self.contract_ids().await?;
+        let orders = Orders::new(self.pool.clone(), &ids, &self.settings.kafka.topic_prefix)?;
+        let manager = ProcessManager::new(
+            orders,
+            AvroDecoder::new(self.registry_client()?, ids),
+            self.process_manager_dead_letters(),
+        );
+        let settings = &self.settings.process_manager;
+        let config = self.settings.kafka.consumer_config(
+            &self.cluster.bootstrap_servers(),
+            settings.group_or(tributary_commands::process_manager::GROUP),
+        );
+        Consumer::new(
+            self.pool.clone(),
+            manager,
+            &[self.topic(Topic::Payments), self.topic(Topic::Shipments)],
             &config,
             settings.clone(),
         )
@@ -216,6 +252,14 @@ impl App {
                 "projector",
                 async move { projector.run(token).await.map(drop) },
             );
+        }
+        if matches!(role, Role::ProcessManager | Role::All) {
+            self.ensure_topics().await?;
+            let manager = self.process_manager().await?;
+            let token = token.clone();
+            shutdown.spawn("process-manager", async move {
+                manager.run(token).await.map(drop)
+            });
         }
         if matches!(role, Role::Api | Role::All) {
             let listener = or_bind(api, self.settings.api.listen).await?;

@@ -34,6 +34,8 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// The projector (consumer group `tributary-projector` unless set).
     pub projector: ConsumerSettings,
+    /// The process manager (consumer group `tributary-process-manager` unless set).
+    pub process_manager: ConsumerSettings,
     /// The query API.
     pub query: QuerySettings,
 }

@@ -107,6 +107,24 @@ pub trait Event: Serialize + DeserializeOwned + AvroSchema + Send + Sync + Sized
     }
 }
 
+/// A family of records that share a topic, decoded by record name: what a
+/// consumer of that topic turns messages into.
+pub trait Decode: Sized {
+    /// Decodes a datum of the record `full_name`. `writer` is the writer's
+    /// schema when it differs from the current one (then the datum is
+    /// resolved into the current schema); `None` takes the fast path.
+    /// `Ok(None)` for a record outside the family.
+    fn decode(full_name: &str, writer: Option<&Schema>, datum: &[u8]) -> Result<Option<Self>>;
+}
+
+/// Decodes one record of a family: the fast path without a writer schema.
+pub fn decode_one<T: Event>(writer: Option<&Schema>, datum: &[u8]) -> Result<T> {
+    match writer {
+        None => T::decode(datum),
+        Some(writer) => T::decode_resolving(writer, datum),
+    }
+}
+
 /// Cached, per event type: the parsed schema, a writer and a direct reader.
 pub(crate) struct Codec<T: AvroSchema> {
     schema: &'static Schema,

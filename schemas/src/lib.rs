@@ -26,9 +26,10 @@ pub mod customers;
 pub mod framing;
 pub mod orders;
 pub mod payments;
+pub mod upstream;
 pub mod warehouse;
 
-pub use contract::{CONTRACT, Event, RecordHistory, Topic, subject};
+pub use contract::{CONTRACT, Decode, Event, RecordHistory, Topic, decode_one, subject};
 
 /// Errors of encoding and decoding the contract's types.
 #[derive(Debug, thiserror::Error)]

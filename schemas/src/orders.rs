@@ -143,37 +143,26 @@ pub enum OrderEvent {
     Refunded(OrderRefunded),
 }
 
-impl OrderEvent {
-    /// Decodes a datum of the record `full_name`. `writer` is the writer's
-    /// schema when it differs from the current one (then the datum is resolved
-    /// into the current schema); `None` takes the fast path.
-    /// Returns `Ok(None)` for a record that is not an order event.
-    pub fn decode(
+impl crate::Decode for OrderEvent {
+    fn decode(
         full_name: &str,
         writer: Option<&apache_avro::Schema>,
         datum: &[u8],
     ) -> crate::Result<Option<Self>> {
-        fn one<T: crate::Event>(
-            writer: Option<&apache_avro::Schema>,
-            datum: &[u8],
-        ) -> crate::Result<T> {
-            match writer {
-                None => T::decode(datum),
-                Some(writer) => T::decode_resolving(writer, datum),
-            }
-        }
-        use crate::Event;
+        use crate::{Event, decode_one};
         Ok(Some(match full_name {
-            OrderPlaced::FULL_NAME => Self::Placed(one(writer, datum)?),
-            OrderCancelled::FULL_NAME => Self::Cancelled(one(writer, datum)?),
-            OrderPaid::FULL_NAME => Self::Paid(one(writer, datum)?),
-            OrderShipped::FULL_NAME => Self::Shipped(one(writer, datum)?),
-            OrderDelivered::FULL_NAME => Self::Delivered(one(writer, datum)?),
-            OrderRefunded::FULL_NAME => Self::Refunded(one(writer, datum)?),
+            OrderPlaced::FULL_NAME => Self::Placed(decode_one(writer, datum)?),
+            OrderCancelled::FULL_NAME => Self::Cancelled(decode_one(writer, datum)?),
+            OrderPaid::FULL_NAME => Self::Paid(decode_one(writer, datum)?),
+            OrderShipped::FULL_NAME => Self::Shipped(decode_one(writer, datum)?),
+            OrderDelivered::FULL_NAME => Self::Delivered(decode_one(writer, datum)?),
+            OrderRefunded::FULL_NAME => Self::Refunded(decode_one(writer, datum)?),
             _ => return Ok(None),
         }))
     }
+}
 
+impl OrderEvent {
     /// The order the event belongs to.
     pub fn order_id(&self) -> &str {
         use crate::Event;

@@ -104,7 +104,9 @@ fn an_event_round_trips_through_the_wire_format() {
         OrderPlaced::decode_resolving(OrderPlaced::schema(), datum).unwrap(),
         event
     );
-    let decoded = OrderEvent::decode(OrderPlaced::FULL_NAME, None, datum).unwrap();
+    let decoded =
+        <OrderEvent as tributary_schemas::Decode>::decode(OrderPlaced::FULL_NAME, None, datum)
+            .unwrap();
     assert_eq!(decoded, Some(OrderEvent::Placed(event)));
 }
 

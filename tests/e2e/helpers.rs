@@ -38,6 +38,7 @@ pub(crate) async fn test_settings() -> Settings {
     settings.kafka.topic_prefix = format!("t{}.", &unique[..12]);
     settings.kafka.session_timeout = Duration::from_secs(6);
     settings.projector.group_id = Some(format!("projector-{unique}"));
+    settings.process_manager.group_id = Some(format!("process-manager-{unique}"));
     settings.relay.retry_interval = Duration::from_millis(100);
     tributary::app::own_token(&mut settings);
     settings
@@ -215,7 +216,11 @@ impl TestApp {
 
     /// Records on a contract topic: the sum of its partitions' high watermarks.
     pub(crate) fn topic_size(&self, topic: Topic) -> i64 {
-        let topic = self.app.topic(topic);
+        self.topic_size_named(&self.app.topic(topic))
+    }
+
+    /// Records on a topic by its deployed name.
+    pub(crate) fn topic_size_named(&self, topic: &str) -> i64 {
         let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.app.cluster.bootstrap_servers())
             .create()
@@ -223,7 +228,7 @@ impl TestApp {
         (0..self.app.settings.kafka.partitions)
             .map(|p| {
                 consumer
-                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .unwrap()
                     .1
             })
@@ -232,7 +237,13 @@ impl TestApp {
 
     /// Reads a contract topic like [`Self::read_orders_topic`].
     pub(crate) async fn read_topic(&self, topic: Topic, expected: usize) -> Vec<Record> {
-        let topic = self.app.topic(topic);
+        self.read_topic_named(&self.app.topic(topic), expected)
+            .await
+    }
+
+    /// Reads a topic by its deployed name like [`Self::read_orders_topic`].
+    pub(crate) async fn read_topic_named(&self, topic: &str, expected: usize) -> Vec<Record> {
+        let topic = topic.to_owned();
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.app.cluster.bootstrap_servers())
             .set("group.id", format!("reader-{}", Uuid::new_v4()))

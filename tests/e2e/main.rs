@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod helpers;
 mod ingest;
+mod process_manager;
 mod projector;
 mod relay;
 mod walking_skeleton;

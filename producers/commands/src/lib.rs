@@ -17,11 +17,13 @@ mod customers;
 pub mod domain;
 pub mod idempotency;
 pub mod outbox;
+pub mod process_manager;
 mod service;
 mod settings;
 
 pub use api::{AppState, router};
 pub use customers::{CustomerAccepted, Customers};
+pub use process_manager::ProcessManager;
 pub use service::{CommandError, OrderAccepted, Orders};
 pub use settings::CommandApiSettings;
 

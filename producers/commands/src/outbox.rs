@@ -86,6 +86,44 @@ impl OutboxRecord {
         })
     }
 
+    /// A message that could not be applied, for the dead-letter topic `topic`:
+    /// its key and bytes as they were, with where it came from and why.
+    pub fn dead_letter(
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        origin: (&str, i32, i64),
+        schema_id: Option<u32>,
+        error: &str,
+        producer: &str,
+    ) -> Self {
+        let event_id = Uuid::now_v7();
+        let (original_topic, partition, offset) = origin;
+        let mut headers = Map::new();
+        headers.insert("event_id".into(), event_id.to_string().into());
+        headers.insert("original_topic".into(), original_topic.into());
+        headers.insert("original_partition".into(), partition.to_string().into());
+        headers.insert("original_offset".into(), offset.to_string().into());
+        headers.insert("error".into(), error.into());
+        if let Some(id) = schema_id {
+            headers.insert("schema_id".into(), id.to_string().into());
+        }
+        headers.insert("producer".into(), producer.into());
+        headers.insert(
+            "occurred_at".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+                .into(),
+        );
+        Self {
+            event_id,
+            topic: topic.to_owned(),
+            key: key.to_owned(),
+            value: value.to_vec(),
+            headers,
+        }
+    }
+
     /// Appends the record to the outbox inside the caller's transaction.
     pub async fn append(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
         self.bind(sqlx::query(concat!(

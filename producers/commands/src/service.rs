@@ -5,7 +5,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tributary_registry::ContractIds;
-use tributary_schemas::orders::{OrderCancelled, OrderLine, OrderPlaced};
+use tributary_schemas::orders::{
+    OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderRefunded, OrderShipped,
+};
 use uuid::Uuid;
 
 use crate::{
@@ -71,6 +73,10 @@ pub struct Orders {
     pool: PgPool,
     placed: Route,
     cancelled: Route,
+    pub(crate) paid: Route,
+    pub(crate) shipped: Route,
+    pub(crate) delivered: Route,
+    pub(crate) refunded: Route,
 }
 
 impl Orders {
@@ -81,6 +87,10 @@ impl Orders {
             pool,
             placed: Route::of::<OrderPlaced>(ids, topic_prefix)?,
             cancelled: Route::of::<OrderCancelled>(ids, topic_prefix)?,
+            paid: Route::of::<OrderPaid>(ids, topic_prefix)?,
+            shipped: Route::of::<OrderShipped>(ids, topic_prefix)?,
+            delivered: Route::of::<OrderDelivered>(ids, topic_prefix)?,
+            refunded: Route::of::<OrderRefunded>(ids, topic_prefix)?,
         })
     }
 
@@ -181,31 +191,16 @@ impl Orders {
         };
         let record = OutboxRecord::new(&self.cancelled, &event, causation)?;
         let done = idempotency::run(&self.pool, key, async move |tx: &mut PgConnection| {
-            let row: Option<(String, i32, String, i64)> = sqlx::query_as(
-                "SELECT status, version, currency, total_minor FROM commands.orders WHERE order_id = $1 FOR UPDATE",
+            transition(
+                tx,
+                order_id,
+                OrderStatus::Cancelled,
+                cancel.expected_version,
+                |_| Ok(()),
+                &record,
+                now,
             )
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (status, version, currency, total_minor) = row.ok_or(CommandError::NotFound(order_id))?;
-            if let Some(expected) = cancel.expected_version
-                && expected != version
-            {
-                return Err(CommandError::StaleVersion { order_id, expected, current: version });
-            }
-            let current = OrderStatus::parse(&status).with_context(|| format!("stored status {status:?}"))?;
-            if !current.can_become(OrderStatus::Cancelled) {
-                return Err(CommandError::IllegalTransition { order_id, current, wanted: OrderStatus::Cancelled });
-            }
-            sqlx::query(
-                "UPDATE commands.orders SET status = 'cancelled', version = version + 1, updated_at = $2 WHERE order_id = $1",
-            )
-            .bind(order_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            record.append(tx).await?;
-            Ok(OrderAccepted { order_id, status: OrderStatus::Cancelled, version: version + 1, currency, total_minor })
+            .await
         })
         .await?;
         if !done.replayed {
@@ -215,8 +210,74 @@ impl Orders {
     }
 }
 
+/// An order's state as a transition sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    pub(crate) currency: String,
+    pub(crate) total_minor: i64,
+}
+
+/// The state machine's one door: moves order `order_id` to `wanted` and
+/// appends `record` (its event), inside the caller's transaction. Refused,
+/// with nothing written, when the order is missing, not at
+/// `expected_version`, cannot become `wanted`, or fails `check`.
+pub(crate) async fn transition(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    wanted: OrderStatus,
+    expected_version: Option<i32>,
+    check: impl FnOnce(&Current) -> Result<(), CommandError>,
+    record: &OutboxRecord,
+    now: DateTime<Utc>,
+) -> Result<OrderAccepted, CommandError> {
+    let row: Option<(String, i32, String, i64)> = sqlx::query_as(
+        "SELECT status, version, currency, total_minor FROM commands.orders WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (status, version, currency, total_minor) = row.ok_or(CommandError::NotFound(order_id))?;
+    if let Some(expected) = expected_version
+        && expected != version
+    {
+        return Err(CommandError::StaleVersion {
+            order_id,
+            expected,
+            current: version,
+        });
+    }
+    let status =
+        OrderStatus::parse(&status).with_context(|| format!("stored status {status:?}"))?;
+    if !status.can_become(wanted) {
+        return Err(CommandError::IllegalTransition {
+            order_id,
+            current: status,
+            wanted,
+        });
+    }
+    let current = Current {
+        currency,
+        total_minor,
+    };
+    check(&current)?;
+    sqlx::query("UPDATE commands.orders SET status = $2, version = version + 1, updated_at = $3 WHERE order_id = $1")
+        .bind(order_id)
+        .bind(wanted.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    record.append(conn).await?;
+    Ok(OrderAccepted {
+        order_id,
+        status: wanted,
+        version: version + 1,
+        currency: current.currency,
+        total_minor: current.total_minor,
+    })
+}
+
 /// Now, truncated to milliseconds: the precision events carry.
-fn now_millis() -> DateTime<Utc> {
+pub(crate) fn now_millis() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }

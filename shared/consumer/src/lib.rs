@@ -12,6 +12,7 @@
 //! transaction. A crash at any point neither loses nor double-applies an
 //! event, and a stale instance that lost its partition cannot apply twice.
 
+pub mod avro;
 mod offsets;
 mod runtime;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use std::time::Duration;
 
+pub use avro::{AvroDecoder, Decoded};
 pub use offsets::applied;
 pub use runtime::{Batch, Consumer};
 

@@ -113,7 +113,11 @@ impl KafkaSettings {
             .set(
                 "fetch.wait.max.ms",
                 self.fetch_wait_max.as_millis().to_string(),
-            );
+            )
+            // A subscribed topic created after the consumer joined (or not yet
+            // in the broker's metadata when it did) is picked up within
+            // seconds, not librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000");
         config
     }
 }
