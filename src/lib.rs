@@ -8,6 +8,7 @@ pub mod app;
 pub mod bench;
 pub mod demo;
 pub mod settings;
+pub mod simulate;
 
 pub use app::{App, Listeners, Role};
 pub use settings::Settings;

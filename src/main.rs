@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tributary::{App, Listeners, Role, Settings, bench, demo};
+use tributary::{App, Listeners, Role, Settings, bench, demo, simulate};
 use tributary_platform::{config, shutdown::Shutdown, telemetry};
 
 /// An event-driven shop on Kafka: commands, outbox relay, projections,
@@ -30,6 +30,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure throughput and latency; prints a table (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Play an upstream system: the payment provider or the warehouse.
+    Simulate(simulate::SimulateArgs),
     /// Create the database if missing and apply every migration.
     Migrate,
     /// Print the effective settings (secrets as ***).
@@ -71,6 +73,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(args) => demo::run(settings, args).await,
         Command::Bench(args) => bench::run(settings, args).await,
+        Command::Simulate(args) => {
+            telemetry::init_logs(&settings.telemetry);
+            let app = App::connect(settings, false).await?;
+            app.ensure_topics().await?;
+            let token = tokio_util::sync::CancellationToken::new();
+            let stop = token.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                stop.cancel();
+            });
+            let published = simulate::run(&app, &args, token).await?;
+            println!("published {published} events");
+            Ok(())
+        }
         Command::Migrate => {
             telemetry::init_logs(&settings.telemetry);
             tributary_platform::db::connect(&settings.database, &tributary::app::MIGRATORS).await?;

@@ -14,4 +14,5 @@ mod ingest;
 mod process_manager;
 mod projector;
 mod relay;
+mod simulate;
 mod walking_skeleton;
