@@ -38,6 +38,8 @@ pub struct App {
     pub pool: PgPool,
     /// The Kafka cluster (external, or the in-process mock).
     pub cluster: Arc<Cluster>,
+    /// The contract's schema ids, registered once per process.
+    contract: Arc<tokio::sync::OnceCell<ContractIds>>,
 }
 
 /// Gives `settings` one fresh token with every scope, for a process that is
@@ -99,6 +101,7 @@ impl App {
             settings,
             pool,
             cluster,
+            contract: Arc::default(),
         })
     }
 
@@ -121,12 +124,19 @@ impl App {
         Ok(RegistryClient::new(&self.settings.registry.url)?)
     }
 
-    /// Registers the contract (waiting for the registry) and returns its ids.
+    /// Registers the contract (waiting for the registry) the first time it
+    /// is asked, and returns its ids; every role of the process shares them.
     pub async fn contract_ids(&self) -> anyhow::Result<ContractIds> {
-        self.registry_client()?
-            .register_contract(&self.settings.kafka.topic_prefix, REGISTRY_WAIT)
-            .await
-            .context("registering the Avro contract")
+        let ids = self
+            .contract
+            .get_or_try_init(|| async {
+                self.registry_client()?
+                    .register_contract(&self.settings.kafka.topic_prefix, REGISTRY_WAIT)
+                    .await
+                    .context("registering the Avro contract")
+            })
+            .await?;
+        Ok(ids.clone())
     }
 
     /// The command API's router, with the ingest endpoint for upstream events.
@@ -238,14 +248,18 @@ impl App {
             let router = tributary_registry::router(self.pool.clone());
             shutdown.spawn("registry", serve_on(listener, router, token.clone()));
         }
-        if matches!(role, Role::Relay | Role::All) {
+        if matches!(
+            role,
+            Role::Relay | Role::Projector | Role::ProcessManager | Role::All
+        ) {
             self.ensure_topics().await?;
+        }
+        if matches!(role, Role::Relay | Role::All) {
             let relay = self.relay()?;
             let token = token.clone();
             shutdown.spawn("relay", async move { relay.run(token).await });
         }
         if matches!(role, Role::Projector | Role::All) {
-            self.ensure_topics().await?;
             let projector = self.projector().await?;
             let token = token.clone();
             shutdown.spawn(
@@ -254,7 +268,6 @@ impl App {
             );
         }
         if matches!(role, Role::ProcessManager | Role::All) {
-            self.ensure_topics().await?;
             let manager = self.process_manager().await?;
             let token = token.clone();
             shutdown.spawn("process-manager", async move {
