@@ -8,7 +8,7 @@ use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
 use tributary_commands::{AppState, Customers, Orders, ProcessManager};
-use tributary_consumer::{AvroDecoder, Consumer};
+use tributary_consumer::{AvroDecoder, Consumer, Wiring};
 use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
 use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
@@ -109,6 +109,7 @@ impl App {
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
         let mut names: Vec<String> = Topic::ALL.iter().map(|t| self.topic(*t)).collect();
         names.push(self.process_manager_dead_letters());
+        names.push(self.projector_dead_letters());
         self.cluster
             .ensure_topics(&self.settings.kafka, &names)
             .await
@@ -176,31 +177,65 @@ impl App {
         Relay::new(self.pool.clone(), &config, self.settings.relay.clone())
     }
 
+    /// The decoder of the order events.
+    pub async fn order_decoder(&self) -> anyhow::Result<Decoder> {
+        let ids = self.contract_ids().await?;
+        Ok(Decoder::new(AvroDecoder::new(self.registry_client()?, ids)))
+    }
+
     /// A projector in the configured consumer group.
     pub async fn projector(&self) -> anyhow::Result<Projector> {
-        let ids = self.contract_ids().await?;
-        let decoder = Decoder::new(AvroDecoder::new(self.registry_client()?, ids));
-        let settings = &self.settings.projector;
-        let config = self.settings.kafka.consumer_config(
-            &self.cluster.bootstrap_servers(),
-            settings.group_or(tributary_projector::GROUP),
-        );
+        let projection = OrdersProjection::new(self.order_decoder().await?);
+        let group = self.settings.projector.group_or(tributary_projector::GROUP);
+        self.projector_with(projection, group)
+    }
+
+    /// A projector running `projection` in consumer group `group`.
+    pub fn projector_with(
+        &self,
+        projection: OrdersProjection,
+        group: &str,
+    ) -> anyhow::Result<Projector> {
+        let wiring = self.wiring(group, vec![self.topic(Topic::Orders)]);
         Projector::new(
             self.pool.clone(),
-            OrdersProjection::new(decoder),
-            &[self.topic(Topic::Orders)],
-            &config,
-            settings.clone(),
+            projection,
+            &wiring,
+            self.settings.projector.clone(),
         )
     }
 
-    /// The process manager's dead-letter topic (`<group>.dlq`).
-    pub fn process_manager_dead_letters(&self) -> String {
-        let group = self
-            .settings
-            .process_manager
-            .group_or(tributary_commands::process_manager::GROUP);
+    /// A consumer group's topics, clients and dead-letter topic.
+    fn wiring(&self, group: &str, topics: Vec<String>) -> Wiring {
+        let bootstrap = self.cluster.bootstrap_servers();
+        Wiring {
+            topics,
+            consumer: self.settings.kafka.consumer_config(&bootstrap, group),
+            producer: self
+                .settings
+                .kafka
+                .producer_config(&bootstrap, &format!("{group}.dlq")),
+            dead_letter_topic: self.dead_letters_of(group),
+        }
+    }
+
+    /// The dead-letter topic of consumer group `group` (`<group>.dlq`).
+    pub fn dead_letters_of(&self, group: &str) -> String {
         self.settings.kafka.topic(&format!("{group}.dlq"))
+    }
+
+    /// The projector's dead-letter topic.
+    pub fn projector_dead_letters(&self) -> String {
+        self.dead_letters_of(self.settings.projector.group_or(tributary_projector::GROUP))
+    }
+
+    /// The process manager's dead-letter topic.
+    pub fn process_manager_dead_letters(&self) -> String {
+        self.dead_letters_of(
+            self.settings
+                .process_manager
+                .group_or(tributary_commands::process_manager::GROUP),
+        )
     }
 
     /// The process manager in its configured consumer group.
@@ -213,17 +248,11 @@ impl App {
             self.process_manager_dead_letters(),
         );
         let settings = &self.settings.process_manager;
-        let config = self.settings.kafka.consumer_config(
-            &self.cluster.bootstrap_servers(),
+        let wiring = self.wiring(
             settings.group_or(tributary_commands::process_manager::GROUP),
+            vec![self.topic(Topic::Payments), self.topic(Topic::Shipments)],
         );
-        Consumer::new(
-            self.pool.clone(),
-            manager,
-            &[self.topic(Topic::Payments), self.topic(Topic::Shipments)],
-            &config,
-            settings.clone(),
-        )
+        Consumer::new(self.pool.clone(), manager, &wiring, settings.clone())
     }
 
     /// Spawns `role` (every role for [`Role::All`]) under `shutdown`. HTTP
@@ -281,8 +310,16 @@ impl App {
         }
         if matches!(role, Role::Query | Role::All) {
             let listener = or_bind(query, self.settings.query.listen).await?;
-            let router =
-                tributary_query::router(self.pool.clone(), &self.settings.query, self.auth()?);
+            let watermarks = tributary_query::Watermarks::new(
+                &self.settings.kafka,
+                &self.cluster.bootstrap_servers(),
+            )?;
+            let router = tributary_query::router(
+                self.pool.clone(),
+                &self.settings.query,
+                self.auth()?,
+                watermarks,
+            );
             shutdown.spawn("query", serve_on(listener, router, token.clone()));
         }
         Ok(())

@@ -259,7 +259,8 @@ async fn ceiling(app: &App, orders: &[OrderPlaced], batch: usize) -> anyhow::Res
     let clock = Instant::now();
     for chunk in events.chunks(batch) {
         let mut tx = app.pool.begin().await?;
-        tributary_projector::orders::apply(&mut tx, chunk).await?;
+        tributary_projector::project(&mut tx, tributary_projector::READ_MODEL_SCHEMA, chunk)
+            .await?;
         tx.commit().await?;
     }
     let rate = orders.len() as f64 / clock.elapsed().as_secs_f64();

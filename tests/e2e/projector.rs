@@ -171,22 +171,16 @@ async fn a_crashed_projector_resumes_from_the_offsets_stored_with_the_read_model
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undecodable_messages_are_logged_and_skipped_and_the_partition_carries_on() {
+async fn poison_pills_go_to_the_dead_letter_topic_and_the_partition_carries_on() {
     let app = TestApp::spawn(&[]).await;
     let ids = app.ids().await;
     let producer = app.producer();
     let key = Uuid::now_v7().to_string();
     let placed_id = ids.id_of(OrderPlaced::FULL_NAME).unwrap();
-
-    app.produce_raw(&producer, &key, b"not avro at all").await;
-    app.produce_raw(&producer, &key, &framing::frame(999_999, b"\x02"))
-        .await;
-    app.produce_raw(&producer, &key, &framing::frame(placed_id, b"\x02\x02"))
-        .await;
-    let placed = OrderPlaced {
-        order_id: key.clone(),
+    let placed = |currency: &str| OrderPlaced {
+        order_id: Uuid::now_v7().to_string(),
         customer_id: Uuid::now_v7().to_string(),
-        currency: "EUR".into(),
+        currency: currency.into(),
         lines: vec![OrderLine {
             sku: "A".into(),
             quantity: 1,
@@ -195,20 +189,86 @@ async fn undecodable_messages_are_logged_and_skipped_and_the_partition_carries_o
         total_minor: 5,
         placed_at: 1_700_000_000_000,
     };
-    app.produce(&producer, &ids, &placed).await;
+
+    // Undecodable, an unknown schema id, a truncated datum, and one the
+    // read model refuses (a currency longer than char(3)): each poisons the partition.
+    app.produce_raw(&producer, &key, b"not avro at all").await;
+    app.produce_raw(&producer, &key, &framing::frame(999_999, b"\x02"))
+        .await;
+    app.produce_raw(&producer, &key, &framing::frame(placed_id, b"\x02\x02"))
+        .await;
+    // One key, so all five land on one partition in this order.
+    let refused = framing::encode(placed_id, &placed("EURO")).unwrap();
+    app.produce_raw(&producer, &key, &refused).await;
+    let good = placed("EUR");
+    app.produce_raw(&producer, &key, &framing::encode(placed_id, &good).unwrap())
+        .await;
 
     let projector = app.app.projector().await.unwrap();
     let stop = CancellationToken::new();
     let running = tokio::spawn(projector.run(stop.clone()));
-    wait_for_offsets(&app, 4).await;
+    wait_for_offsets(&app, 5).await;
     stop.cancel();
     let batch = running.await.unwrap().unwrap();
-    assert_eq!((batch.applied, batch.undecodable), (1, 3));
-    assert_eq!(app.count("read_model.orders").await, 1);
+    assert_eq!((batch.applied, batch.dead_lettered), (1, 4), "{batch:?}");
+    let applied: Vec<String> = sqlx::query_scalar("SELECT order_id::text FROM read_model.orders")
+        .fetch_all(&app.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, [good.order_id], "only the good event is applied");
+
+    let dead = app
+        .read_topic_named(&app.app.projector_dead_letters(), 4)
+        .await;
+    let orders_topic = app.app.topic(tributary_schemas::Topic::Orders);
+    let mut offsets: Vec<&str> = dead
+        .iter()
+        .map(|r| r.headers["original_offset"].as_str())
+        .collect();
+    offsets.sort();
+    assert_eq!(
+        offsets,
+        ["0", "1", "2", "3"],
+        "the four poison pills, once each"
+    );
+    let partition = dead[0].headers["original_partition"].clone();
+    for record in &dead {
+        assert_eq!(record.headers["original_topic"], orders_topic);
+        assert_eq!(record.headers["original_partition"], partition);
+        assert_eq!(record.key, key, "the key as it was");
+        assert_eq!(
+            Some(&record.headers["consumer_group"]),
+            app.app.settings.projector.group_id.as_ref()
+        );
+    }
+    let by_offset = |offset: &str| {
+        dead.iter()
+            .find(|r| r.headers["original_offset"] == offset)
+            .unwrap()
+    };
+    assert_eq!(
+        by_offset("0").value,
+        b"not avro at all",
+        "the bytes as they were"
+    );
+    assert!(!by_offset("0").headers.contains_key("schema_id"));
+    assert_eq!(by_offset("1").headers["schema_id"], "999999");
+    assert!(
+        by_offset("1").headers["error"].contains("schema id 999999 is not in the registry"),
+        "{:?}",
+        by_offset("1").headers
+    );
+    assert_eq!(by_offset("2").headers["schema_id"], placed_id.to_string());
+    assert_eq!(by_offset("3").headers["schema_id"], placed_id.to_string());
+    assert!(
+        by_offset("3").headers["error"].contains("value too long"),
+        "the handler's error: {:?}",
+        by_offset("3").headers
+    );
     assert!(
         tributary_platform::telemetry::render_metrics()
-            .contains("tributary_consumer_undecodable_total"),
-        "the skipped messages are counted"
+            .contains("tributary_consumer_dead_letters_total"),
+        "dead letters are counted"
     );
     app.stop().await.unwrap();
 }

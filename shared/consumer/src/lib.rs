@@ -4,8 +4,10 @@
 //! decoded events inside a PostgreSQL transaction; the [`Consumer`] does the
 //! rest: adaptive batches per partition, the batch and its offset in one
 //! transaction, a seek to the stored offsets on every assignment,
-//! cooperative-sticky rebalancing, retries of transient failures in place,
-//! and a shutdown that drains within a deadline.
+//! cooperative-sticky rebalancing, partitions applied concurrently, failures
+//! classified ([`failure`]): bad input to the group's dead-letter topic,
+//! transient ones retried in place, fatal ones stopping the role; and a
+//! shutdown that drains within a deadline.
 //!
 //! Effectively-once: each batch locks its partition's offset row, skips what
 //! was already applied, applies the rest and advances the offset in one
@@ -13,6 +15,8 @@
 //! event, and a stale instance that lost its partition cannot apply twice.
 
 pub mod avro;
+mod dead_letter;
+pub mod failure;
 mod offsets;
 mod runtime;
 
@@ -25,8 +29,9 @@ use sqlx::PgConnection;
 use std::time::Duration;
 
 pub use avro::{AvroDecoder, Decoded};
+pub use failure::{BadInput, Failure, Fatal};
 pub use offsets::applied;
-pub use runtime::{Batch, Consumer};
+pub use runtime::{Batch, Consumer, Wiring};
 
 /// The runtime's table (`consumer.offsets`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -34,7 +39,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Why a message could not become an event.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The message is bad: it will never decode. It is skipped and counted.
+    /// The message is bad: it will never decode. It goes to the dead-letter topic.
     #[error("{0}")]
     BadInput(String),
     /// Something the decoder needs is unavailable right now: retry the batch.
@@ -96,6 +101,9 @@ pub struct ConsumerSettings {
     /// First wait before retrying a batch after a transient failure (doubles up to 30 s).
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// Partitions of one fetched batch applied at once, each in its own
+    /// transaction (and database connection); keep it below the pool size.
+    pub partition_concurrency: usize,
 }
 
 impl Default for ConsumerSettings {
@@ -105,6 +113,7 @@ impl Default for ConsumerSettings {
             max_batch: 5000,
             drain_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(200),
+            partition_concurrency: 4,
         }
     }
 }

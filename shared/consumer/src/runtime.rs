@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{
@@ -21,7 +21,12 @@ use rdkafka::{
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{ConsumerSettings, DecodeError, Envelope, Handler, offsets};
+use crate::{
+    ConsumerSettings, DecodeError, Envelope, Handler,
+    dead_letter::DeadLetters,
+    failure::{self, Failure},
+    offsets,
+};
 
 /// Consumes topics with a [`Handler`].
 pub struct Consumer<H: Handler> {
@@ -29,6 +34,7 @@ pub struct Consumer<H: Handler> {
     handler: Arc<H>,
     settings: ConsumerSettings,
     consumer: StreamConsumer<SeekToStoredOffsets>,
+    dead_letters: DeadLetters,
 }
 
 impl<H: Handler> std::fmt::Debug for Consumer<H> {
@@ -46,16 +52,29 @@ pub struct Batch {
     pub applied: usize,
     /// Messages skipped because they were applied before (offset already stored).
     pub already_applied: usize,
-    /// Messages that could not be decoded, logged and skipped.
-    pub undecodable: usize,
+    /// Messages sent to the dead-letter topic: undecodable, or refused by the handler.
+    pub dead_lettered: usize,
 }
 
 impl std::ops::AddAssign for Batch {
     fn add_assign(&mut self, other: Self) {
         self.applied += other.applied;
         self.already_applied += other.already_applied;
-        self.undecodable += other.undecodable;
+        self.dead_lettered += other.dead_lettered;
     }
+}
+
+/// Where a consumer reads and where its dead letters go.
+#[derive(Debug, Clone)]
+pub struct Wiring {
+    /// The topics it subscribes to.
+    pub topics: Vec<String>,
+    /// Its group consumer (see `KafkaSettings::consumer_config`).
+    pub consumer: ClientConfig,
+    /// The producer of its dead letters (see `KafkaSettings::producer_config`).
+    pub producer: ClientConfig,
+    /// Its dead-letter topic, `<group>.dlq` by convention.
+    pub dead_letter_topic: String,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -65,8 +84,7 @@ impl<H: Handler> Consumer<H> {
     pub fn new(
         pool: PgPool,
         handler: H,
-        topics: &[String],
-        consumer_config: &ClientConfig,
+        wiring: &Wiring,
         settings: ConsumerSettings,
     ) -> anyhow::Result<Self> {
         let context = SeekToStoredOffsets {
@@ -74,16 +92,25 @@ impl<H: Handler> Consumer<H> {
             name: handler.name().to_owned(),
             runtime: tokio::runtime::Handle::current(),
         };
-        let consumer: StreamConsumer<SeekToStoredOffsets> = consumer_config
+        let consumer: StreamConsumer<SeekToStoredOffsets> = wiring
+            .consumer
             .create_with_context(context)
             .context("creating a Kafka consumer")?;
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let topics: Vec<&str> = wiring.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).context("subscribing")?;
+        let group = wiring
+            .consumer
+            .get("group.id")
+            .unwrap_or_default()
+            .to_owned();
+        let dead_letters =
+            DeadLetters::new(&wiring.producer, wiring.dead_letter_topic.clone(), group)?;
         Ok(Self {
             pool,
             handler: Arc::new(handler),
             settings,
             consumer,
+            dead_letters,
         })
     }
 
@@ -121,44 +148,46 @@ impl<H: Handler> Consumer<H> {
         tracing::info!(
             consumer = self.handler.name(),
             applied = total.applied,
-            undecodable = total.undecodable,
+            dead_lettered = total.dead_lettered,
             "consumer stopping"
         );
         self.consumer.unsubscribe();
         Ok(total)
     }
 
+    /// Applies each partition's messages, partitions concurrently (up to
+    /// `partition_concurrency`), each partition in offset order; then
+    /// mirrors the offsets into Kafka.
     async fn apply_fetched(
         &self,
         fetched: BTreeMap<(String, i32), Vec<OwnedMessage>>,
         token: &CancellationToken,
     ) -> anyhow::Result<Batch> {
-        let mut total = Batch::default();
         let mut committed = TopicPartitionList::new();
-        for ((topic, partition), messages) in fetched {
-            let mut backoff = self.settings.retry_backoff;
-            let batch = loop {
-                match self.apply_partition(&topic, partition, &messages).await {
-                    Ok(batch) => break batch,
-                    Err(error) if !token.is_cancelled() => {
-                        // Transient (database, registry): retry in place, keeping order.
-                        tracing::warn!(%topic, partition, error = format!("{error:#}"), ?backoff, "batch failed; retrying");
-                        metrics::counter!("tributary_consumer_retries_total", "consumer" => self.handler.name().to_owned())
-                            .increment(1);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                    Err(error) => return Err(error),
-                }
-            };
-            total += batch;
+        for ((topic, partition), messages) in &fetched {
             if let Some(last) = messages.last() {
                 committed.add_partition_offset(
-                    &topic,
-                    partition,
+                    topic,
+                    *partition,
                     Offset::Offset(last.offset() + 1),
                 )?;
             }
+        }
+        // Futures collected first: a closure inside the stream would not be
+        // general enough over lifetimes for a `Send` task.
+        let work: Vec<_> = fetched
+            .iter()
+            .map(|((topic, partition), messages)| {
+                self.apply_with_retries(topic, *partition, messages, token)
+            })
+            .collect();
+        let batches: Vec<anyhow::Result<Batch>> = futures::stream::iter(work)
+            .buffer_unordered(self.settings.partition_concurrency.max(1))
+            .collect()
+            .await;
+        let mut total = Batch::default();
+        for batch in batches {
+            total += batch?;
         }
         // Mirror the stored offsets into Kafka for lag tools; correctness does not depend on it.
         if let Err(error) = self.consumer.commit(&committed, CommitMode::Async) {
@@ -167,73 +196,200 @@ impl<H: Handler> Consumer<H> {
         Ok(total)
     }
 
+    /// Applies a partition's messages, retrying transient failures in
+    /// place (keeping order) until they succeed or shutdown begins.
+    async fn apply_with_retries(
+        &self,
+        topic: &str,
+        partition: i32,
+        messages: &[OwnedMessage],
+        token: &CancellationToken,
+    ) -> anyhow::Result<Batch> {
+        let name = self.handler.name();
+        let mut backoff = self.settings.retry_backoff;
+        loop {
+            let error = match self.apply_partition(topic, partition, messages).await {
+                Ok(batch) => return Ok(batch),
+                Err(error) => error,
+            };
+            match failure::classify(&error) {
+                Failure::Fatal => {
+                    return Err(error.context(format!(
+                        "{name}: a fatal error on {topic} partition {partition}"
+                    )));
+                }
+                Failure::BadInput | Failure::Transient if !token.is_cancelled() => {
+                    tracing::warn!(%topic, partition, error = format!("{error:#}"), ?backoff, "batch failed; retrying");
+                    metrics::counter!("tributary_consumer_retries_total", "consumer" => name.to_owned())
+                        .increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Failure::BadInput | Failure::Transient => return Err(error),
+            }
+        }
+    }
+
     /// One unit of work: decode a partition's messages and apply them with
-    /// their offset in one transaction.
+    /// their offset in one transaction. Undecodable messages are
+    /// dead-lettered; when the handler refuses the batch as bad input, the
+    /// batch is applied again one event at a time to find the culprits.
     async fn apply_partition(
         &self,
         topic: &str,
         partition: i32,
         messages: &[OwnedMessage],
     ) -> anyhow::Result<Batch> {
-        let name = self.handler.name();
-        let mut batch = Batch::default();
+        match self.apply_together(topic, partition, messages).await {
+            Err(error) if failure::classify(&error) == Failure::BadInput => {
+                tracing::info!(%topic, partition, error = format!("{error:#}"), "the batch holds bad input; applying it event by event");
+                self.apply_one_by_one(topic, partition, messages).await
+            }
+            result => result,
+        }
+    }
+
+    /// Decodes every message; undecodable ones become dead letters.
+    async fn decode_all<'m>(
+        &self,
+        messages: &'m [OwnedMessage],
+        dead: &mut Vec<(&'m OwnedMessage, String)>,
+    ) -> anyhow::Result<Vec<(&'m OwnedMessage, Option<H::Event>)>> {
         let mut decoded = Vec::with_capacity(messages.len());
         for message in messages {
             match self.handler.decode(message).await {
-                Ok(event) => decoded.push((message.offset(), event)),
-                Err(DecodeError::BadInput(reason)) => {
-                    tracing::warn!(
-                        consumer = name, %topic, partition, offset = message.offset(), error = %reason,
-                        "skipping a message that cannot be decoded"
-                    );
-                    metrics::counter!("tributary_consumer_undecodable_total", "consumer" => name.to_owned()).increment(1);
-                    batch.undecodable += 1;
-                }
+                Ok(event) => decoded.push((message, event)),
+                Err(DecodeError::BadInput(reason)) => dead.push((message, reason)),
                 Err(error @ DecodeError::Unavailable(_)) => return Err(error.into()),
             }
         }
-        let Some(last) = messages.last() else {
-            return Ok(batch);
-        };
+        Ok(decoded)
+    }
 
+    async fn apply_together(
+        &self,
+        topic: &str,
+        partition: i32,
+        messages: &[OwnedMessage],
+    ) -> anyhow::Result<Batch> {
+        let name = self.handler.name();
+        let Some(last) = messages.last() else {
+            return Ok(Batch::default());
+        };
+        let mut dead = Vec::new();
+        let decoded = self.decode_all(messages, &mut dead).await?;
+        let mut batch = Batch::default();
         let mut tx = self.pool.begin().await?;
         let next = offsets::lock(&mut tx, name, topic, partition).await?;
-        if let Some(first) = messages.first()
-            && first.offset() > next
-        {
-            tracing::warn!(%topic, partition, stored = next, first = first.offset(), "offsets skipped ahead of the stored offset");
+        if messages[0].offset() > next {
+            tracing::warn!(%topic, partition, stored = next, first = messages[0].offset(), "offsets skipped ahead of the stored offset");
         }
+        dead.retain(|(message, _)| message.offset() >= next);
         let mut events = Vec::with_capacity(decoded.len());
         let mut last_event_at = None;
-        for (offset, event) in decoded {
-            if offset < next {
+        for (message, event) in decoded {
+            if message.offset() < next {
                 batch.already_applied += 1;
             } else if let Some(event) = event {
                 last_event_at = self.handler.occurred_at(&event).or(last_event_at);
                 events.push(Envelope {
                     topic: topic.to_owned(),
                     partition,
-                    offset,
+                    offset: message.offset(),
                     event,
                 });
             }
         }
         batch.applied = events.len();
-        self.handler.apply(&mut tx, events).await?;
-        offsets::advance(
-            &mut tx,
-            name,
-            topic,
-            partition,
-            next.max(last.offset() + 1),
-            last_event_at,
-        )
-        .await?;
+        if !events.is_empty() {
+            self.handler.apply(&mut tx, events).await?;
+        }
+        let next_offset = next.max(last.offset() + 1);
+        offsets::advance(&mut tx, name, topic, partition, next_offset, last_event_at).await?;
+        batch.dead_lettered = self.send_dead_letters(&dead).await?;
         tx.commit().await?;
-
         metrics::counter!("tributary_consumer_applied_total", "consumer" => name.to_owned())
             .increment(batch.applied as u64);
         Ok(batch)
+    }
+
+    /// Applies the messages one at a time, each in a savepoint of one
+    /// transaction: events the handler refuses as bad input are rolled back
+    /// and dead-lettered, the others applied.
+    async fn apply_one_by_one(
+        &self,
+        topic: &str,
+        partition: i32,
+        messages: &[OwnedMessage],
+    ) -> anyhow::Result<Batch> {
+        let name = self.handler.name();
+        let Some(last) = messages.last() else {
+            return Ok(Batch::default());
+        };
+        let mut dead = Vec::new();
+        let decoded = self.decode_all(messages, &mut dead).await?;
+        let mut batch = Batch::default();
+        let mut tx = self.pool.begin().await?;
+        let next = offsets::lock(&mut tx, name, topic, partition).await?;
+        dead.retain(|(message, _)| message.offset() >= next);
+        let mut last_event_at = None;
+        for (message, event) in decoded {
+            if message.offset() < next {
+                batch.already_applied += 1;
+                continue;
+            }
+            let Some(event) = event else { continue };
+            let at = self.handler.occurred_at(&event);
+            let envelope = Envelope {
+                topic: topic.to_owned(),
+                partition,
+                offset: message.offset(),
+                event,
+            };
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            match self.handler.apply(&mut savepoint, vec![envelope]).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    batch.applied += 1;
+                    last_event_at = at.or(last_event_at);
+                }
+                Err(error) if failure::classify(&error) == Failure::BadInput => {
+                    savepoint.rollback().await?;
+                    dead.push((message, format!("{error:#}")));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        let next_offset = next.max(last.offset() + 1);
+        offsets::advance(&mut tx, name, topic, partition, next_offset, last_event_at).await?;
+        dead.sort_by_key(|(message, _)| message.offset());
+        batch.dead_lettered = self.send_dead_letters(&dead).await?;
+        tx.commit().await?;
+        metrics::counter!("tributary_consumer_applied_total", "consumer" => name.to_owned())
+            .increment(batch.applied as u64);
+        Ok(batch)
+    }
+
+    /// Produces the dead letters and waits until the broker has them all.
+    async fn send_dead_letters(&self, dead: &[(&OwnedMessage, String)]) -> anyhow::Result<usize> {
+        let name = self.handler.name();
+        for (message, error) in dead {
+            tracing::warn!(
+                consumer = name, topic = message.topic(), partition = message.partition(),
+                offset = message.offset(), %error, dead_letters = self.dead_letters.topic(),
+                "dead-lettering a message"
+            );
+        }
+        futures::future::try_join_all(
+            dead.iter()
+                .map(|(message, error)| self.dead_letters.send(message, error)),
+        )
+        .await?;
+        if !dead.is_empty() {
+            metrics::counter!("tributary_consumer_dead_letters_total", "consumer" => name.to_owned())
+                .increment(dead.len() as u64);
+        }
+        Ok(dead.len())
     }
 }
 
