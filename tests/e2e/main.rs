@@ -13,6 +13,7 @@ mod helpers;
 mod ingest;
 mod process_manager;
 mod projector;
+mod query;
 mod relay;
 mod simulate;
 mod walking_skeleton;
