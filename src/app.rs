@@ -187,15 +187,6 @@ impl App {
     pub async fn projector(&self) -> anyhow::Result<Projector> {
         let projection = OrdersProjection::new(self.order_decoder().await?);
         let group = self.settings.projector.group_or(tributary_projector::GROUP);
-        self.projector_with(projection, group)
-    }
-
-    /// A projector running `projection` in consumer group `group`.
-    pub fn projector_with(
-        &self,
-        projection: OrdersProjection,
-        group: &str,
-    ) -> anyhow::Result<Projector> {
         let wiring = self.wiring(group, vec![self.topic(Topic::Orders)]);
         Projector::new(
             self.pool.clone(),
@@ -206,7 +197,7 @@ impl App {
     }
 
     /// A consumer group's topics, clients and dead-letter topic.
-    fn wiring(&self, group: &str, topics: Vec<String>) -> Wiring {
+    pub fn wiring(&self, group: &str, topics: Vec<String>) -> Wiring {
         let bootstrap = self.cluster.bootstrap_servers();
         Wiring {
             topics,
@@ -215,7 +206,7 @@ impl App {
                 .settings
                 .kafka
                 .producer_config(&bootstrap, &format!("{group}.dlq")),
-            dead_letter_topic: self.dead_letters_of(group),
+            dead_letter_topic: Some(self.dead_letters_of(group)),
         }
     }
 

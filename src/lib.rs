@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod ctl;
 pub mod demo;
 pub mod settings;
 pub mod simulate;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use tributary::{App, Listeners, Role, Settings, bench, demo, simulate};
+use tributary::{App, Listeners, Role, Settings, bench, ctl, demo, simulate};
 use tributary_platform::{config, shutdown::Shutdown, telemetry};
 
 /// An event-driven shop on Kafka: commands, outbox relay, projections,
@@ -32,6 +32,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Play an upstream system: the payment provider or the warehouse.
     Simulate(simulate::SimulateArgs),
+    /// Operator commands: projections, analysts' access.
+    #[command(subcommand)]
+    Ctl(ctl::CtlCommand),
     /// Create the database if missing and apply every migration.
     Migrate,
     /// Print the effective settings (secrets as ***).
@@ -87,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("published {published} events");
             Ok(())
         }
+        Command::Ctl(command) => ctl::run(settings, command).await,
         Command::Migrate => {
             telemetry::init_logs(&settings.telemetry);
             tributary_platform::db::connect(&settings.database, &tributary::app::MIGRATORS).await?;

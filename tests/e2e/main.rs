@@ -5,6 +5,7 @@
 //! Every test gets its own database, topic prefix and consumer groups, so
 //! tests run in parallel. Logs: `TEST_LOG=1`.
 
+mod analyst;
 mod auth;
 mod bad_input;
 mod cli;
@@ -13,7 +14,8 @@ mod helpers;
 mod ingest;
 mod process_manager;
 mod projector;
-mod query;
+mod read_models;
 mod relay;
+mod shop;
 mod simulate;
 mod walking_skeleton;

@@ -5,6 +5,7 @@
 pub mod aggregates;
 mod decode;
 pub mod orders;
+pub mod rebuild;
 
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Message, OwnedMessage};

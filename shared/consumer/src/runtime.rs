@@ -34,7 +34,7 @@ pub struct Consumer<H: Handler> {
     handler: Arc<H>,
     settings: ConsumerSettings,
     consumer: StreamConsumer<SeekToStoredOffsets>,
-    dead_letters: DeadLetters,
+    dead_letters: Option<DeadLetters>,
 }
 
 impl<H: Handler> std::fmt::Debug for Consumer<H> {
@@ -73,8 +73,10 @@ pub struct Wiring {
     pub consumer: ClientConfig,
     /// The producer of its dead letters (see `KafkaSettings::producer_config`).
     pub producer: ClientConfig,
-    /// Its dead-letter topic, `<group>.dlq` by convention.
-    pub dead_letter_topic: String,
+    /// Its dead-letter topic, `<group>.dlq` by convention; `None` logs and
+    /// counts poison pills without keeping them (a rebuild replaying
+    /// messages the live consumer already dead-lettered).
+    pub dead_letter_topic: Option<String>,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -103,8 +105,11 @@ impl<H: Handler> Consumer<H> {
             .get("group.id")
             .unwrap_or_default()
             .to_owned();
-        let dead_letters =
-            DeadLetters::new(&wiring.producer, wiring.dead_letter_topic.clone(), group)?;
+        let dead_letters = wiring
+            .dead_letter_topic
+            .as_ref()
+            .map(|topic| DeadLetters::new(&wiring.producer, topic.clone(), group))
+            .transpose()?;
         Ok(Self {
             pool,
             handler: Arc::new(handler),
@@ -373,18 +378,21 @@ impl<H: Handler> Consumer<H> {
     /// Produces the dead letters and waits until the broker has them all.
     async fn send_dead_letters(&self, dead: &[(&OwnedMessage, String)]) -> anyhow::Result<usize> {
         let name = self.handler.name();
+        let to = self.dead_letters.as_ref().map(DeadLetters::topic);
         for (message, error) in dead {
             tracing::warn!(
                 consumer = name, topic = message.topic(), partition = message.partition(),
-                offset = message.offset(), %error, dead_letters = self.dead_letters.topic(),
+                offset = message.offset(), %error, dead_letters = to.unwrap_or("(none: skipped)"),
                 "dead-lettering a message"
             );
         }
-        futures::future::try_join_all(
-            dead.iter()
-                .map(|(message, error)| self.dead_letters.send(message, error)),
-        )
-        .await?;
+        if let Some(dead_letters) = &self.dead_letters {
+            futures::future::try_join_all(
+                dead.iter()
+                    .map(|(message, error)| dead_letters.send(message, error)),
+            )
+            .await?;
+        }
         if !dead.is_empty() {
             metrics::counter!("tributary_consumer_dead_letters_total", "consumer" => name.to_owned())
                 .increment(dead.len() as u64);
