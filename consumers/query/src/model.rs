@@ -561,6 +561,61 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_documents_every_route_filter_and_sort_column() {
+        let reference = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/query-api.md"
+        ));
+        for model in MODELS {
+            let heading = format!("### `GET /{}`", model.path);
+            let section = reference
+                .split(&heading)
+                .nth(1)
+                .unwrap_or_else(|| panic!("docs/query-api.md has no {heading}"));
+            let section = section.split("\n### ").next().unwrap();
+            let row = |name: &str| {
+                section
+                    .lines()
+                    .find(|l| l.starts_with(&format!("| {name} |")))
+                    .unwrap_or_else(|| panic!("{heading}: no row {name}"))
+                    .to_owned()
+            };
+            for sort in model.sorts {
+                assert!(
+                    row("sort columns").contains(&format!("`{sort}`")),
+                    "{heading}: {sort}"
+                );
+            }
+            for filter in model.filters {
+                assert!(
+                    row("filters").contains(&format!("`{}`", filter.column)),
+                    "{heading}: {}",
+                    filter.column
+                );
+                if let Check::OneOf(values) = filter.check {
+                    for value in values {
+                        assert!(
+                            row("filters").contains(&format!("`{value}`")),
+                            "{heading}: {value}"
+                        );
+                    }
+                }
+            }
+            let time = row("`from`/`to` on");
+            match model.time {
+                Some(column) => assert!(time.contains(&format!("`{column}`")), "{heading}"),
+                None => assert!(time.contains('—'), "{heading}"),
+            }
+            assert!(
+                row("default sort").contains(&format!("`{}`", model.default_sort)),
+                "{heading}"
+            );
+            let key: Vec<String> = model.key.iter().map(|k| format!("`{k}`")).collect();
+            assert!(row("key").contains(&key.join(", ")), "{heading}");
+        }
+    }
+
+    #[test]
     fn values_print_as_they_parse() {
         let cases = [
             (Kind::Uuid, "0190a4c4-5a1b-7cde-8f00-0123456789ab"),
