@@ -14,7 +14,12 @@ use std::{
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tributary::Role;
-use tributary_platform::{http::serve_on, kafka::KafkaSettings};
+use tributary_platform::{
+    Secret,
+    auth::{Scope, TokenSettings},
+    http::serve_on,
+    kafka::KafkaSettings,
+};
 use tributary_query::{
     QuerySettings, Watermarks,
     model::{Kind, MODELS},
@@ -715,8 +720,17 @@ async fn a_csv_export_is_streamed_and_capped() {
 // Bad requests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_parameter_is_a_400_naming_it_and_no_token_is_a_401() {
-    let app = TestApp::spawn(&[Role::Query]).await;
+async fn every_bad_parameter_is_a_400_naming_it_and_a_missing_token_or_scope_is_refused() {
+    let mut settings = test_settings().await;
+    let storefront = "storefront-token-without-query";
+    settings.auth.tokens.insert(
+        "storefront".to_owned(),
+        TokenSettings {
+            secret: Secret::new(storefront),
+            scopes: [Scope::Commands].into_iter().collect(),
+        },
+    );
+    let app = TestApp::spawn_with(settings, &[Role::Query]).await;
     let orders = seed_orders(&app, 3).await;
     let by_total = get(&app, "/orders?sort=total_minor&limit=1").await["next"]
         .as_str()
@@ -765,7 +779,10 @@ async fn every_bad_parameter_is_a_400_naming_it_and_no_token_is_a_401() {
             "paid_to_shipped_seconds",
         ),
         ("/order-timeline?order_id=x".to_owned(), "order_id"),
-        ("/order-timeline?event_type=OrderLost".to_owned(), "event_type"),
+        (
+            "/order-timeline?event_type=OrderLost".to_owned(),
+            "event_type",
+        ),
     ] {
         let response = app
             .http
@@ -801,6 +818,20 @@ async fn every_bad_parameter_is_a_400_naming_it_and_no_token_is_a_401() {
             .await
             .unwrap();
         problem(response, 401).await;
+        let response = anonymous
+            .get(format!("{}{route}", app.query))
+            .bearer_auth(storefront)
+            .send()
+            .await
+            .unwrap();
+        let forbidden = problem(response, 403).await;
+        assert!(
+            forbidden["detail"]
+                .as_str()
+                .unwrap()
+                .contains("`query` scope"),
+            "{forbidden}"
+        );
     }
     app.stop().await.unwrap();
 }

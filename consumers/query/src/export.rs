@@ -37,8 +37,8 @@ pub(crate) async fn csv(
             let _ = sender.send(Err(problem)).await;
         }
     });
-    // The header row comes only once the query has started, so errors found
-    // until then (too many rows, a failing database) are still a problem document.
+    // The header row is sent with the first row, so errors found until then
+    // (too many rows, a failing query) are still a problem document.
     let first = receiver
         .recv()
         .await
@@ -100,26 +100,30 @@ async fn produce(
         }
     };
     let model = request.model;
+    let mut query = sql::select(&request, rows);
+    let mut rows = query.build().fetch(&mut *tx);
+    // The first row (or the end) before the header: a query that fails
+    // fails before the response starts.
+    let mut next = rows.try_next().await.map_err(internal)?;
     let mut writer = csv_writer();
     writer
         .write_record(model.columns.iter().map(|c| c.name))
         .map_err(|e| Problem::internal(&e.into()))?;
-    if !send(sender, &mut writer).await {
-        return Ok(());
-    }
-    let mut query = sql::select(&request, rows);
-    let mut rows = query.build().fetch(&mut *tx);
     let mut written: u64 = 0;
-    while let Some(row) = rows.try_next().await.map_err(internal)? {
+    while let Some(row) = next {
         let row = sql::decode(model, &row).map_err(internal)?;
         writer
             .write_record(row.values.iter().map(|v| v.text().unwrap_or_default()))
             .map_err(|e| Problem::internal(&e.into()))?;
         written += 1;
-        if writer.get_ref().len() >= CHUNK_BYTES && !send(sender, &mut writer).await {
+        // The first chunk goes at once, so the response starts early.
+        if (written == 1 || writer.get_ref().len() >= CHUNK_BYTES)
+            && !send(sender, &mut writer).await
+        {
             tracing::info!(rows = written, "CSV export abandoned by the client");
             return Ok(());
         }
+        next = rows.try_next().await.map_err(internal)?;
     }
     send(sender, &mut writer).await;
     tracing::info!(table = model.table, rows = written, "CSV export sent");
