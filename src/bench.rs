@@ -154,6 +154,7 @@ fn order_placed(rng: &mut StdRng) -> OrderPlaced {
             .sum(),
         lines,
         placed_at: chrono::Utc::now().timestamp_millis(),
+        channel: Some("web".into()),
     }
 }
 

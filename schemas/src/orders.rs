@@ -26,6 +26,8 @@ pub struct OrderPlaced {
     pub total_minor: i64,
     #[avro(with = timestamp_millis)]
     pub placed_at: i64,
+    /// Where the order came from (v2); `None` in v1 events.
+    pub channel: Option<String>,
 }
 
 /// A placed order was cancelled before payment.
@@ -89,7 +91,7 @@ event!(
     Topic::Orders,
     order_id,
     placed_at,
-    ["v1"]
+    ["v1", "v2"]
 );
 event!(
     OrderCancelled,

@@ -94,6 +94,7 @@ fn an_event_round_trips_through_the_wire_format() {
         ],
         total_minor: 2599,
         placed_at: 1_732_406_400_000,
+        channel: Some("web".into()),
     };
     let framed = framing::encode(7, &event).unwrap();
     let (id, datum) = framing::split(&framed).unwrap();

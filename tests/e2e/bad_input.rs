@@ -84,6 +84,9 @@ async fn every_kind_of_bad_place_order_is_refused_naming_the_field_and_writes_no
     let mut customer_id = valid.clone();
     customer_id["customer_id"] = json!("bob");
     refused(&app, customer_id, "customer_id").await;
+    let mut channel = valid.clone();
+    channel["channel"] = json!("Web Shop");
+    refused(&app, channel, "channel").await;
 
     // Oversized body and wrong content type.
     let huge = json!({"customer_id": customer.to_string(), "currency": "EUR", "lines": [], "pad": "x".repeat(1 << 20)});

@@ -16,6 +16,7 @@ mod process_manager;
 mod projector;
 mod read_models;
 mod relay;
+mod schema_evolution;
 mod shop;
 mod simulate;
 mod walking_skeleton;

@@ -52,6 +52,7 @@ async fn publish(app: &TestApp, orders: usize) -> Published {
             lines,
             total_minor,
             placed_at: 1_700_000_000_000 + i as i64,
+            channel: None,
         };
         app.produce(&producer, &ids, &placed).await;
         published.messages += 1;
@@ -188,6 +189,7 @@ async fn poison_pills_go_to_the_dead_letter_topic_and_the_partition_carries_on()
         }],
         total_minor: 5,
         placed_at: 1_700_000_000_000,
+        channel: None,
     };
 
     // Undecodable, an unknown schema id, a truncated datum, and one the

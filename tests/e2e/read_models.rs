@@ -69,6 +69,7 @@ async fn every_read_model_follows_the_orders_through_their_lives() {
             lines,
             total_minor,
             placed_at: t,
+            channel: Some("web".into()),
         })
     };
     let paid = |order: Uuid, amount_minor, currency: &str, t| {

@@ -60,6 +60,9 @@ pub(crate) fn traffic(orders: usize, seed: u64) -> Vec<OrderEvent> {
                 lines,
                 total_minor: total,
                 placed_at: at,
+                channel: ["web", "app", "api"]
+                    .get(rng.random_range(0..4))
+                    .map(|c| (*c).into()),
             }),
             &mut timed,
         );

@@ -36,12 +36,9 @@ async fn a_placed_and_cancelled_order_flows_through_kafka_into_the_query_api() {
     let app = TestApp::spawn(&[Role::Api, Role::Relay, Role::Projector, Role::Query]).await;
     let customer = Uuid::now_v7();
 
-    let order_id = app
-        .place_order(&order_body(
-            customer,
-            &[("TEA-1", 2, 1250), ("MUG-2", 1, 899)],
-        ))
-        .await;
+    let mut body = order_body(customer, &[("TEA-1", 2, 1250), ("MUG-2", 1, 899)]);
+    body["channel"] = json!("web");
+    let order_id = app.place_order(&body).await;
     let placed = order_view(&app, order_id, "placed").await;
     assert_eq!(placed["customer_id"], customer.to_string());
     assert_eq!(placed["currency"], "EUR");
@@ -90,6 +87,7 @@ async fn a_placed_and_cancelled_order_flows_through_kafka_into_the_query_api() {
     assert_eq!(Some(schema_id), ids.id_of(OrderPlaced::FULL_NAME));
     let event = OrderPlaced::decode(datum).unwrap();
     assert_eq!(event.order_id, order_id.to_string());
+    assert_eq!(event.channel.as_deref(), Some("web"));
     assert_eq!(
         event.lines,
         vec![

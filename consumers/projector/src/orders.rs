@@ -43,10 +43,12 @@ fn uuid(text: &str) -> anyhow::Result<Uuid> {
 const PLACED: &str = "
 WITH placed AS (
     INSERT INTO orders
-        (order_id, customer_id, status, currency, total_minor, line_count, item_count, placed_at, updated_at)
-    SELECT u.order_id, u.customer_id, 'placed', u.currency, u.total_minor, u.line_count, u.item_count, u.at, u.at
-    FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::timestamptz[])
-        AS u(order_id, customer_id, currency, total_minor, line_count, item_count, at)
+        (order_id, customer_id, status, currency, total_minor, line_count, item_count, placed_at, updated_at, channel)
+    SELECT u.order_id, u.customer_id, 'placed', u.currency, u.total_minor, u.line_count, u.item_count, u.at, u.at,
+           u.channel
+    FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::timestamptz[],
+                $13::text[])
+        AS u(order_id, customer_id, currency, total_minor, line_count, item_count, at, channel)
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id, customer_id, currency, total_minor, placed_at
 ), lines AS (
@@ -285,7 +287,8 @@ async fn apply_placed(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut line_counts, mut item_counts, mut at) = (
+    let (mut line_counts, mut item_counts, mut at, mut channels) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -315,6 +318,7 @@ async fn apply_placed(
             ))
         })?);
         at.push(millis(e.placed_at));
+        channels.push(e.channel.as_deref());
         for (n, line) in (1..).zip(&e.lines) {
             line_orders.push(order_id);
             line_nos.push(n);
@@ -336,6 +340,7 @@ async fn apply_placed(
         .bind(&skus)
         .bind(&quantities)
         .bind(&prices)
+        .bind(&channels)
         .fetch_all(conn)
         .await?;
     for (customer_id, currency, placed_at) in placed {

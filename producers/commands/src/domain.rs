@@ -199,6 +199,10 @@ pub struct PlaceOrderRequest {
     pub currency: String,
     /// 1 to [`PlaceOrder::MAX_LINES`] lines, one per SKU.
     pub lines: Vec<LineRequest>,
+    /// Where the order came from (`web`, `app`, `api`...): 1 to 32 of
+    /// a-z, 0-9, `-` and `_`. Optional.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// One line of a PlaceOrder body.
@@ -224,6 +228,7 @@ pub struct PlaceOrder {
     pub customer_id: Uuid,
     pub currency: Currency,
     pub lines: Vec<Line>,
+    pub channel: Option<String>,
 }
 
 impl PlaceOrder {
@@ -272,11 +277,28 @@ impl PlaceOrderRequest {
                 unit_price,
             });
         }
+        let channel = self.channel.as_deref().map(parse_channel).transpose()?;
         Ok(PlaceOrder {
             customer_id,
             currency,
             lines,
+            channel,
         })
+    }
+}
+
+fn parse_channel(channel: &str) -> Result<String, Invalid> {
+    let valid = (1..=32).contains(&channel.len())
+        && channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(channel.to_owned())
+    } else {
+        Err(Invalid::new(
+            "channel",
+            "must be 1 to 32 of a-z, 0-9, '-' and '_'",
+        ))
     }
 }
 
@@ -394,6 +416,7 @@ mod tests {
                     unit_price_minor: 99,
                 },
             ],
+            channel: Some("web".into()),
         }
     }
 
@@ -439,6 +462,19 @@ mod tests {
         let mut r = request();
         r.lines[1].sku = "SKU-1".into();
         assert_eq!(field_of(r), "lines[1].sku");
+
+        for channel in ["", "Web", "web shop", &"x".repeat(33)] {
+            let mut r = request();
+            r.channel = Some(channel.into());
+            assert_eq!(field_of(r), "channel", "{channel:?}");
+        }
+        let mut r = request();
+        r.channel = None;
+        assert_eq!(
+            r.validate().unwrap().channel,
+            None,
+            "the channel is optional"
+        );
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Orders {
                 .collect(),
             total_minor,
             placed_at: now.timestamp_millis(),
+            channel: order.channel.clone(),
         };
         let record = OutboxRecord::new(&self.placed, &event, causation)?;
         let accepted = OrderAccepted {
