@@ -365,14 +365,27 @@ async fn orders_filter_by_status_customer_currency_and_a_half_open_time_range() 
     assert_eq!(expected.len(), 10);
     assert_eq!(listed(range), expected);
 
+    // Where the order came from (OrderPlaced v2); NULL matches no channel.
+    sqlx::query("UPDATE read_model.orders SET channel = 'app' WHERE order_id = ANY($1)")
+        .bind([orders[5].id, orders[7].id])
+        .execute(&app.app.pool)
+        .await
+        .unwrap();
+    let app_orders = items(&app, "/orders?channel=app").await;
+    assert_eq!(
+        listed(app_orders),
+        ids(&|o| o.id == orders[5].id || o.id == orders[7].id)
+    );
+
     // One order, and the row as the list shows it.
     let one = get(&app, &format!("/orders/{}", orders[3].id)).await;
     assert_eq!(one["order_id"], orders[3].id.to_string());
     assert_eq!(one["total_minor"], orders[3].total);
     assert_eq!(one["placed_at"], "2024-05-01T01:00:00Z");
     assert_eq!(one["cancelled_at"], Value::Null);
+    assert_eq!(one["channel"], Value::Null);
     let keys: Vec<&String> = one.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 15);
+    assert_eq!(keys.len(), tributary_query::model::ORDERS.columns.len());
     app.stop().await.unwrap();
 }
 

@@ -286,6 +286,7 @@ pub static ORDERS: ReadModel = ReadModel {
         opt("delivered_at", Timestamp),
         opt("refunded_at", Timestamp),
         col("updated_at", Timestamp),
+        opt("channel", Text),
     ],
     key: &["order_id"],
     time: Some("placed_at"),
@@ -296,6 +297,7 @@ pub static ORDERS: ReadModel = ReadModel {
         },
         eq("customer_id"),
         CURRENCY,
+        eq("channel"),
     ],
     sorts: &[
         "order_id",
@@ -313,6 +315,7 @@ pub static ORDERS: ReadModel = ReadModel {
         "delivered_at",
         "refunded_at",
         "updated_at",
+        "channel",
     ],
     default_sort: "order_id",
     bare_key_cursor: true,
