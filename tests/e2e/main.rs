@@ -14,6 +14,7 @@ mod helpers;
 mod ingest;
 mod process_manager;
 mod projector;
+mod query;
 mod read_models;
 mod relay;
 mod schema_evolution;
