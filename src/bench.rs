@@ -2,9 +2,10 @@
 //! asserts nothing, so run it on a quiet machine and record what it prints
 //! in BENCHMARKS.md.
 //!
-//! - projector: N `OrderPlaced` events are produced to a fresh topic, then a
-//!   fresh projector drains them into `read_model.orders`; events/s from its
-//!   first to its last batch. The ceiling is the same rows written with the
+//! - projector: N order events (orders placed, paid, shipped, delivered,
+//!   cancelled, refunded: `crate::traffic`) are produced to a fresh topic,
+//!   then a fresh projector drains them into all seven read models; events/s
+//!   from its first to its last batch. The ceiling is the same rows written with the
 //!   projector's own multi-row statements, one transaction per batch, but
 //!   without Kafka, decoding or offsets, on the same database in the same run.
 //! - command side: PlaceOrder through the HTTP API at a fixed concurrency
@@ -23,15 +24,11 @@ use std::{
 use anyhow::{Context, bail};
 use futures::{StreamExt, stream};
 use hdrhistogram::Histogram;
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio::sync::Mutex;
 use tributary_platform::{db::scratch, shutdown::Shutdown};
-use tributary_schemas::{
-    Event, framing,
-    orders::{OrderEvent, OrderLine, OrderPlaced},
-};
+use tributary_schemas::{Topic, orders::OrderEvent};
 use uuid::Uuid;
 
 use crate::{App, Listeners, Role, Settings};
@@ -136,37 +133,15 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     outcome
 }
 
-fn order_placed(rng: &mut StdRng) -> OrderPlaced {
-    let lines: Vec<OrderLine> = (0..rng.random_range(1..=4))
-        .map(|i| OrderLine {
-            sku: format!("SKU-{}", rng.random_range(0..500) * 10 + i),
-            quantity: rng.random_range(1..=3),
-            unit_price_minor: rng.random_range(100..=9999),
-        })
-        .collect();
-    OrderPlaced {
-        order_id: Uuid::now_v7().to_string(),
-        customer_id: Uuid::now_v7().to_string(),
-        currency: "EUR".into(),
-        total_minor: lines
-            .iter()
-            .map(|l| i64::from(l.quantity) * l.unit_price_minor)
-            .sum(),
-        lines,
-        placed_at: chrono::Utc::now().timestamp_millis(),
-        channel: Some("web".into()),
-    }
-}
-
 async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     app.ensure_topics().await?;
     let ids = app.contract_ids().await?;
-    let schema_id = ids
-        .id_of(OrderPlaced::FULL_NAME)
-        .context("OrderPlaced is registered")?;
-    let topic = app.topic(OrderPlaced::TOPIC);
-    let mut rng = StdRng::seed_from_u64(7);
-    let orders: Vec<OrderPlaced> = (0..events).map(|_| order_placed(&mut rng)).collect();
+    let topic = app.topic(Topic::Orders);
+    // About 3.3 events per order; take exactly `events`, every order's events kept whole enough
+    // (a cut order's later events are simply missing, as if not yet happened).
+    let mut traffic = crate::traffic::orders(events * 10 / 33 + 1, 7);
+    traffic.truncate(events);
+    let events = traffic.len();
 
     let producer: FutureProducer = app
         .settings
@@ -174,14 +149,16 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
         .producer_config(&app.cluster.bootstrap_servers(), "tributary-bench")
         .create()?;
     let clock = Instant::now();
-    stream::iter(&orders)
-        .map(|order| {
-            let (producer, topic) = (&producer, &topic);
+    stream::iter(&traffic)
+        .map(|event| {
+            let (producer, topic, ids) = (&producer, &topic, &ids);
             async move {
-                let value = framing::encode(schema_id, order)?;
+                let value = crate::traffic::frame(ids, event)?;
                 producer
                     .send(
-                        FutureRecord::to(topic).key(&order.order_id).payload(&value),
+                        FutureRecord::to(topic)
+                            .key(event.order_id())
+                            .payload(&value),
                         Duration::from_secs(30),
                     )
                     .await
@@ -189,7 +166,7 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
                 anyhow::Ok(())
             }
         })
-        .buffer_unordered(10_000)
+        .buffered(10_000)
         .collect::<Vec<_>>()
         .await
         .into_iter()
@@ -197,7 +174,7 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     let produced = clock.elapsed();
 
     // The ceiling first: the same rows, the same statements, no Kafka and no decoding.
-    let ceiling_rate = ceiling(app, &orders, app.settings.projector.max_batch).await?;
+    let ceiling_rate = ceiling(app, &traffic, app.settings.projector.max_batch).await?;
 
     // The projector: from its start until every offset is stored.
     let projector = app.projector().await?;
@@ -228,7 +205,7 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "projector ({events} OrderPlaced events, produced in {:.1} s)",
+        "projector ({events} order events into all seven read models, produced in {:.1} s)",
         produced.as_secs_f64()
     );
     println!("{:<44} {:>14}", "measure", "value");
@@ -243,7 +220,7 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     );
     println!(
         "{:<44} {:>14.0}",
-        "ceiling: raw batched upserts, rows/s", ceiling_rate
+        "ceiling: raw batched upserts, events/s", ceiling_rate
     );
     println!(
         "{:<44} {:>13.0}%",
@@ -253,10 +230,9 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The projector's own statements over the same rows, one transaction per
-/// batch of `batch`, without Kafka, decoding or offsets. Leaves the table empty.
-async fn ceiling(app: &App, orders: &[OrderPlaced], batch: usize) -> anyhow::Result<f64> {
-    let events: Vec<OrderEvent> = orders.iter().cloned().map(OrderEvent::Placed).collect();
+/// The projector's own statements over the same events, one transaction per
+/// batch of `batch`, without Kafka, decoding or offsets. Empties the tables after.
+async fn ceiling(app: &App, events: &[OrderEvent], batch: usize) -> anyhow::Result<f64> {
     let clock = Instant::now();
     for chunk in events.chunks(batch) {
         let mut tx = app.pool.begin().await?;
@@ -264,8 +240,15 @@ async fn ceiling(app: &App, orders: &[OrderPlaced], batch: usize) -> anyhow::Res
             .await?;
         tx.commit().await?;
     }
-    let rate = orders.len() as f64 / clock.elapsed().as_secs_f64();
-    sqlx::query("TRUNCATE read_model.orders")
+    let rate = events.len() as f64 / clock.elapsed().as_secs_f64();
+    let tables = tributary_projector::PROJECTIONS[0]
+        .tables
+        .iter()
+        .map(|t| format!("read_model.{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Our own table names, not input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {tables}")))
         .execute(&app.pool)
         .await?;
     Ok(rate)

@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod demo;
 pub mod settings;
 pub mod simulate;
+pub mod traffic;
 
 pub use app::{App, Listeners, Role};
 pub use settings::Settings;
