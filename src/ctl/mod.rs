@@ -3,6 +3,7 @@
 //! non-zero exit.
 
 pub mod analyst;
+pub mod dlq;
 pub mod projection;
 
 use clap::Subcommand;
@@ -18,6 +19,9 @@ pub enum CtlCommand {
     /// Analysts' read-only PostgreSQL role: grant and revoke.
     #[command(subcommand)]
     Analyst(analyst::AnalystCommand),
+    /// Dead letters: list, show, redrive.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 /// Runs an operator command.
@@ -25,5 +29,6 @@ pub async fn run(settings: Settings, command: CtlCommand) -> anyhow::Result<()> 
     match command {
         CtlCommand::Projection(command) => projection::run(settings, command).await,
         CtlCommand::Analyst(command) => analyst::run(settings, command).await,
+        CtlCommand::Dlq(command) => dlq::run(settings, command).await,
     }
 }

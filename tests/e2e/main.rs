@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod commands;
+mod dlq;
 mod helpers;
 mod ingest;
 mod process_manager;
