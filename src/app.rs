@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
-use tributary_commands::{AppState, Customers, Orders, ProcessManager};
+use tributary_commands::{AppState, Catalog, Customers, Orders, ProcessManager};
 use tributary_consumer::{AvroDecoder, Consumer, Wiring};
 use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
 use tributary_projector::{Decoder, OrdersProjection, Projector};
@@ -147,6 +147,7 @@ impl App {
         let state = AppState {
             orders: Orders::new(self.pool.clone(), &ids, prefix)?,
             customers: Customers::new(self.pool.clone(), &ids, prefix)?,
+            catalog: Catalog::new(self.pool.clone()),
         };
         let auth = self.auth()?;
         let producer = self

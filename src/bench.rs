@@ -27,6 +27,7 @@ use hdrhistogram::Histogram;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio::sync::Mutex;
+use tributary_commands::{Catalog, domain::Sku};
 use tributary_platform::{db::scratch, shutdown::Shutdown};
 use tributary_schemas::{Topic, orders::OrderEvent};
 use uuid::Uuid;
@@ -80,6 +81,13 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     let listeners = Listeners::ephemeral(&mut settings).await?;
     let bearer = crate::app::own_token(&mut settings);
     let app = App::connect(settings, true).await?;
+    // The command-side runs order SKU-0 to SKU-99.
+    let skus: Vec<String> = (0..100).map(|n| format!("SKU-{n}")).collect();
+    let catalog: Vec<_> = skus
+        .iter()
+        .map(|sku| Ok((Sku::parse(sku).map_err(anyhow::Error::msg)?, sku.as_str())))
+        .collect::<anyhow::Result<_>>()?;
+    Catalog::new(app.pool.clone()).add_missing(&catalog).await?;
     println!(
         "Kafka: {} · PostgreSQL: scratch database · {} cores",
         if app.cluster.is_mock() {

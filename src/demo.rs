@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use serde_json::json;
 use sqlx::PgPool;
+use tributary_commands::{Catalog, domain::Sku};
 use tributary_platform::shutdown::Shutdown;
 use uuid::Uuid;
 
@@ -63,6 +64,11 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     let bearer = crate::app::own_token(&mut settings);
 
     let app = App::connect(settings, true).await?;
+    let catalog: Vec<_> = SKUS
+        .iter()
+        .map(|sku| Ok((Sku::parse(sku).map_err(anyhow::Error::msg)?, *sku)))
+        .collect::<anyhow::Result<_>>()?;
+    Catalog::new(app.pool.clone()).add_missing(&catalog).await?;
     let brokers = if app.cluster.is_mock() {
         "librdkafka's in-process mock cluster".to_owned()
     } else {

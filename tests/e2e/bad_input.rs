@@ -87,6 +87,24 @@ async fn every_kind_of_bad_place_order_is_refused_naming_the_field_and_writes_no
     let mut channel = valid.clone();
     channel["channel"] = json!("Web Shop");
     refused(&app, channel, "channel").await;
+    // Well-formed, but not in the product catalog: the second line is named.
+    let problem_doc = problem(
+        app.post(
+            "/orders",
+            &order_body(customer, &[("TEA-1", 1, 100), ("GHOST-9", 1, 100)]),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(problem_doc["field"], "lines[1].sku", "{problem_doc}");
+    assert!(
+        problem_doc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("GHOST-9 is not in the product catalog"),
+        "{problem_doc}"
+    );
 
     // Oversized body and wrong content type.
     let huge = json!({"customer_id": customer.to_string(), "currency": "EUR", "lines": [], "pad": "x".repeat(1 << 20)});
@@ -180,5 +198,99 @@ async fn the_query_api_refuses_bad_filters_naming_the_field() {
         .await
         .unwrap();
     problem(response, 404).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_managed_by_administrators_and_decides_which_skus_sell() {
+    use tributary_platform::{
+        Secret,
+        auth::{Scope, TokenSettings},
+    };
+    let mut settings = crate::helpers::test_settings().await;
+    const STOREFRONT: &str = "storefront-token-0123456789";
+    settings.auth.tokens.insert(
+        "storefront".into(),
+        TokenSettings {
+            secret: Secret::new(STOREFRONT),
+            scopes: [Scope::Commands].into_iter().collect(),
+        },
+    );
+    let app = TestApp::spawn_with(settings, &[Role::Api]).await;
+    let customer = Uuid::now_v7();
+    let order = order_body(customer, &[("KETTLE-2L", 1, 4500)]);
+    problem(app.post("/orders", &order).await, 400).await;
+
+    // The storefront may read the catalog but not change it.
+    let storefront = reqwest::Client::new();
+    let put = |client: &reqwest::Client, token: Option<&str>, body: Value| {
+        let mut request = client
+            .put(format!("{}/products/KETTLE-2L", app.api))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let denied = put(&storefront, Some(STOREFRONT), json!({"name": "Kettle 2 l"}))
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+
+    let created = app
+        .http
+        .put(format!("{}/products/KETTLE-2L", app.api))
+        .json(&json!({"name": "Kettle 2 l"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let renamed = app
+        .http
+        .put(format!("{}/products/KETTLE-2L", app.api))
+        .json(&json!({"name": "Kettle, 2 litres"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    assert_eq!(
+        renamed.json::<Value>().await.unwrap()["name"],
+        "Kettle, 2 litres"
+    );
+    problem(
+        app.http
+            .put(format!("{}/products/has%20space", app.api))
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        app.http
+            .put(format!("{}/products/KETTLE-2L", app.api))
+            .json(&json!({"name": "  "}))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+
+    let page: Value = storefront
+        .get(format!("{}/products?after=KETTLE-1&limit=1", app.api))
+        .bearer_auth(STOREFRONT)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"][0]["sku"], "KETTLE-2L", "{page}");
+
+    // Now the order sells.
+    let response = app.post("/orders", &order).await;
+    assert_eq!(response.status(), 201);
     app.stop().await.unwrap();
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary::{App, Listeners, Role, Settings};
+use tributary_commands::{Catalog, domain::Sku};
 use tributary_platform::{db::scratch, shutdown::Shutdown};
 use tributary_registry::ContractIds;
 use tributary_schemas::{Event, Topic, framing};
@@ -64,6 +65,7 @@ impl TestApp {
             .await
             .expect("connecting the app");
         app.ensure_topics().await.expect("topics");
+        seed_catalog(&app).await;
         let mut shutdown = Shutdown::new();
         let token = shutdown.token();
         let registry = Listeners {
@@ -339,4 +341,21 @@ pub(crate) fn order_body(customer: Uuid, lines: &[(&str, i64, i64)]) -> Value {
             "sku": sku, "quantity": quantity, "unit_price_minor": price
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The SKUs the tests order: TEA-1, MUG, MUG-1, MUG-2 and SKU-0 to SKU-99.
+async fn seed_catalog(app: &App) {
+    let mut skus: Vec<String> = ["TEA-1", "MUG", "MUG-1", "MUG-2"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    skus.extend((0..100).map(|n| format!("SKU-{n}")));
+    let products: Vec<_> = skus
+        .iter()
+        .map(|sku| (Sku::parse(sku).unwrap(), sku.as_str()))
+        .collect();
+    Catalog::new(app.pool.clone())
+        .add_missing(&products)
+        .await
+        .expect("the test catalog");
 }

@@ -5,7 +5,7 @@ use axum::{
     extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{get, post, put},
 };
 use std::sync::Arc;
 
@@ -19,8 +19,9 @@ use tributary_platform::{
 use uuid::Uuid;
 
 use crate::{
-    CommandApiSettings, CommandError, Customers, Orders,
-    domain::{CancelOrderRequest, PlaceOrderRequest, RegisterCustomerRequest},
+    Catalog, CommandApiSettings, CommandError, Customers, Orders,
+    catalog::{Product, ProductRequest},
+    domain::{CancelOrderRequest, PlaceOrderRequest, RegisterCustomerRequest, Sku},
     idempotency::{Done, IdempotencyKey},
     outbox::Causation,
 };
@@ -32,20 +33,31 @@ pub struct AppState {
     pub orders: Orders,
     /// The customer aggregate's handlers.
     pub customers: Customers,
+    /// The product catalog.
+    pub catalog: Catalog,
 }
 
 /// The command API's routes (bearer token with the `commands` scope), with
 /// operations routes (open) and limits.
 pub fn router(state: AppState, settings: &CommandApiSettings, auth: Arc<AuthSettings>) -> Router {
     let ready = postgres_ready(state.orders.pool().clone());
+    // Changing the catalog is an administrator's job.
+    let admin = Router::new()
+        .route("/products/{sku}", put(put_product))
+        .route_layer(from_fn_with_state(
+            Guard::new(auth.clone(), Scope::Admin),
+            require,
+        ));
     Router::new()
         .route("/customers", post(register_customer))
         .route("/orders", post(place_order))
         .route("/orders/{order_id}/cancel", post(cancel_order))
+        .route("/products", get(list_products))
         .route_layer(from_fn_with_state(
             Guard::new(auth, Scope::Commands),
             require,
         ))
+        .merge(admin)
         .with_state(state)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .merge(operations_routes(ready))
@@ -69,6 +81,67 @@ async fn register_customer(
         .await?;
     let location = format!("/customers/{}", done.value.customer_id);
     Ok(respond(StatusCode::CREATED, Some(location), done))
+}
+
+async fn put_product(
+    State(state): State<AppState>,
+    Path(sku): Path<String>,
+    JsonBody(request): JsonBody<ProductRequest>,
+) -> Result<Response, Problem> {
+    let sku = Sku::parse(&sku).map_err(|reason| Problem::invalid_field("sku", reason))?;
+    let name = request.validate().map_err(CommandError::from)?;
+    let (product, created) = state
+        .catalog
+        .put(&sku, name)
+        .await
+        .map_err(|e| Problem::internal(&e.into()))?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(product)).into_response())
+}
+
+/// Paging of `GET /products`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProductPage {
+    /// The last SKU of the previous page.
+    after: Option<String>,
+    /// 1 to 1000, default 100.
+    limit: Option<i64>,
+}
+
+/// A page of products and the cursor of the next one.
+#[derive(Debug, Serialize)]
+struct Products {
+    items: Vec<Product>,
+    next_after: Option<String>,
+}
+
+async fn list_products(
+    State(state): State<AppState>,
+    page: Result<axum::extract::Query<ProductPage>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Products>, Problem> {
+    let axum::extract::Query(page) =
+        page.map_err(|rejection| Problem::invalid_field("query", rejection.body_text()))?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::invalid_field(
+            "limit",
+            "must be between 1 and 1000",
+        ));
+    }
+    let items = state
+        .catalog
+        .list(page.after.as_deref(), limit)
+        .await
+        .map_err(|e| Problem::internal(&e.into()))?;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|p| p.sku.clone()))
+        .flatten();
+    Ok(Json(Products { items, next_after }))
 }
 
 async fn place_order(
@@ -187,6 +260,10 @@ impl From<CommandError> for Problem {
                 "this Idempotency-Key was used with a different request; use a new key for a new request",
             )
             .with_field("Idempotency-Key"),
+            CommandError::UnknownSku { field, sku } => Problem::invalid_field(
+                field,
+                format!("{sku} is not in the product catalog (PUT /products/{{sku}} adds it)"),
+            ),
             CommandError::Internal(error) => Problem::internal(&error),
         }
     }

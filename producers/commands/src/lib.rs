@@ -13,6 +13,7 @@
 //! true`) without a second effect; the same key with another request gets 422.
 
 mod api;
+pub mod catalog;
 mod customers;
 pub mod domain;
 pub mod idempotency;
@@ -22,6 +23,7 @@ mod service;
 mod settings;
 
 pub use api::{AppState, router};
+pub use catalog::Catalog;
 pub use customers::{CustomerAccepted, Customers};
 pub use process_manager::ProcessManager;
 pub use service::{CommandError, OrderAccepted, Orders};

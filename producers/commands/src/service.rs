@@ -42,6 +42,9 @@ pub enum CommandError {
     /// The e-mail address belongs to another customer.
     #[error("{email} is already registered")]
     EmailTaken { email: String, customer_id: Uuid },
+    /// An order line names a SKU that is not in the product catalog.
+    #[error("{field}: {sku} is not in the product catalog")]
+    UnknownSku { field: String, sku: String },
     /// The idempotency key was used before with a different request.
     #[error("the idempotency key was used with a different request")]
     IdempotencyKeyReused,
@@ -164,10 +167,33 @@ impl Orders {
                 .bind(&quantities)
                 .bind(&prices)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(|error| match &error {
+                    sqlx::Error::Database(db) if db.constraint() == Some(SKU_IN_CATALOG) => {
+                        CommandError::UnknownSku {
+                            field: "lines".into(),
+                            sku: String::new(),
+                        }
+                    }
+                    _ => error.into(),
+                })?;
             Ok(accepted)
         })
-        .await?;
+        .await;
+        let done = match done {
+            // Name the first line at fault (the statement only says one is).
+            Err(CommandError::UnknownSku { .. }) => {
+                let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
+                let (line, sku) = crate::catalog::first_unknown(&self.pool, &skus)
+                    .await?
+                    .unwrap_or_else(|| (0, skus[0].to_owned()));
+                return Err(CommandError::UnknownSku {
+                    field: format!("lines[{line}].sku"),
+                    sku,
+                });
+            }
+            done => done?,
+        };
         if !done.replayed {
             metrics::counter!("tributary_commands_total", "command" => "place_order").increment(1);
         }
@@ -210,6 +236,9 @@ impl Orders {
         Ok(done)
     }
 }
+
+/// The foreign key from order lines to the product catalog.
+const SKU_IN_CATALOG: &str = "order_lines_sku_in_catalog";
 
 /// An order's state as a transition sees it.
 #[derive(Debug, Clone)]

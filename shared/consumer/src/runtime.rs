@@ -245,10 +245,10 @@ impl<H: Handler> Consumer<H> {
         partition: i32,
         messages: &[OwnedMessage],
     ) -> anyhow::Result<Batch> {
-        match self.apply_together(topic, partition, messages).await {
+        match self.apply_messages(topic, partition, messages, false).await {
             Err(error) if failure::classify(&error) == Failure::BadInput => {
                 tracing::info!(%topic, partition, error = format!("{error:#}"), "the batch holds bad input; applying it event by event");
-                self.apply_one_by_one(topic, partition, messages).await
+                self.apply_messages(topic, partition, messages, true).await
             }
             result => result,
         }
@@ -271,11 +271,16 @@ impl<H: Handler> Consumer<H> {
         Ok(decoded)
     }
 
-    async fn apply_together(
+    /// Decodes the messages and applies what was not applied before, with
+    /// the partition's offset, in one transaction; dead letters are
+    /// produced before it commits. `one_by_one` applies each event in a
+    /// savepoint and dead-letters those refused as bad input.
+    async fn apply_messages(
         &self,
         topic: &str,
         partition: i32,
         messages: &[OwnedMessage],
+        one_by_one: bool,
     ) -> anyhow::Result<Batch> {
         let name = self.handler.name();
         let Some(last) = messages.last() else {
@@ -291,78 +296,43 @@ impl<H: Handler> Consumer<H> {
         }
         dead.retain(|(message, _)| message.offset() >= next);
         let mut events = Vec::with_capacity(decoded.len());
-        let mut last_event_at = None;
         for (message, event) in decoded {
             if message.offset() < next {
                 batch.already_applied += 1;
             } else if let Some(event) = event {
-                last_event_at = self.handler.occurred_at(&event).or(last_event_at);
-                events.push(Envelope {
+                let at = self.handler.occurred_at(&event);
+                let envelope = Envelope {
                     topic: topic.to_owned(),
                     partition,
                     offset: message.offset(),
                     event,
-                });
+                };
+                events.push((message, at, envelope));
             }
         }
-        batch.applied = events.len();
-        if !events.is_empty() {
-            self.handler.apply(&mut tx, events).await?;
-        }
-        let next_offset = next.max(last.offset() + 1);
-        offsets::advance(&mut tx, name, topic, partition, next_offset, last_event_at).await?;
-        batch.dead_lettered = self.send_dead_letters(&dead).await?;
-        tx.commit().await?;
-        metrics::counter!("tributary_consumer_applied_total", "consumer" => name.to_owned())
-            .increment(batch.applied as u64);
-        Ok(batch)
-    }
-
-    /// Applies the messages one at a time, each in a savepoint of one
-    /// transaction: events the handler refuses as bad input are rolled back
-    /// and dead-lettered, the others applied.
-    async fn apply_one_by_one(
-        &self,
-        topic: &str,
-        partition: i32,
-        messages: &[OwnedMessage],
-    ) -> anyhow::Result<Batch> {
-        let name = self.handler.name();
-        let Some(last) = messages.last() else {
-            return Ok(Batch::default());
-        };
-        let mut dead = Vec::new();
-        let decoded = self.decode_all(messages, &mut dead).await?;
-        let mut batch = Batch::default();
-        let mut tx = self.pool.begin().await?;
-        let next = offsets::lock(&mut tx, name, topic, partition).await?;
-        dead.retain(|(message, _)| message.offset() >= next);
         let mut last_event_at = None;
-        for (message, event) in decoded {
-            if message.offset() < next {
-                batch.already_applied += 1;
-                continue;
+        if !one_by_one {
+            last_event_at = events.iter().filter_map(|(_, at, _)| *at).max();
+            batch.applied = events.len();
+            if !events.is_empty() {
+                let events = events.into_iter().map(|(_, _, e)| e).collect();
+                self.handler.apply(&mut tx, events).await?;
             }
-            let Some(event) = event else { continue };
-            let at = self.handler.occurred_at(&event);
-            let envelope = Envelope {
-                topic: topic.to_owned(),
-                partition,
-                offset: message.offset(),
-                event,
-            };
-            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
-            match self.handler.apply(&mut savepoint, vec![envelope]).await {
-                Ok(()) => {
-                    savepoint.commit().await?;
-                    batch.applied += 1;
-                    last_event_at = at.or(last_event_at);
+        } else {
+            for (message, at, envelope) in events {
+                let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+                match self.handler.apply(&mut savepoint, vec![envelope]).await {
+                    Ok(()) => {
+                        savepoint.commit().await?;
+                        batch.applied += 1;
+                        last_event_at = last_event_at.max(at);
+                    }
+                    Err(error) if failure::classify(&error) == Failure::BadInput => {
+                        savepoint.rollback().await?;
+                        dead.push((message, format!("{error:#}")));
+                    }
+                    Err(error) => return Err(error),
                 }
-                Err(error) if failure::classify(&error) == Failure::BadInput => {
-                    savepoint.rollback().await?;
-                    dead.push((message, format!("{error:#}")));
-                }
-                Err(error) => return Err(error),
             }
         }
         let next_offset = next.max(last.offset() + 1);
