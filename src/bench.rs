@@ -5,8 +5,9 @@
 //! - projector: N order events (orders placed, paid, shipped, delivered,
 //!   cancelled, refunded: `crate::traffic`) are produced to a fresh topic,
 //!   then a fresh projector drains them into all seven read models; events/s
-//!   from its first to its last batch. The ceiling is the same rows written with the
-//!   projector's own multi-row statements, one transaction per batch, but
+//!   from its first to its last batch. The ceiling is the same events written
+//!   with the projector's own multi-row statements, split by order and applied
+//!   with the same concurrency and batch size, one transaction per batch, but
 //!   without Kafka, decoding or offsets, on the same database in the same run.
 //! - command side: PlaceOrder through the HTTP API at a fixed concurrency
 //!   with the relay stopped (commands/s, latency), then the relay alone
@@ -182,7 +183,7 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     let produced = clock.elapsed();
 
     // The ceiling first: the same rows, the same statements, no Kafka and no decoding.
-    let ceiling_rate = ceiling(app, &traffic, app.settings.projector.max_batch).await?;
+    let ceiling_rate = ceiling(app, &traffic).await?;
 
     // The projector: from its start until every offset is stored.
     let projector = app.projector().await?;
@@ -238,16 +239,41 @@ async fn projector(app: &App, events: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The projector's own statements over the same events, one transaction per
-/// batch of `batch`, without Kafka, decoding or offsets. Empties the tables after.
-async fn ceiling(app: &App, events: &[OrderEvent], batch: usize) -> anyhow::Result<f64> {
-    let clock = Instant::now();
-    for chunk in events.chunks(batch) {
-        let mut tx = app.pool.begin().await?;
-        tributary_projector::project(&mut tx, tributary_projector::READ_MODEL_SCHEMA, chunk)
-            .await?;
-        tx.commit().await?;
+/// The projector's own statements over the same events, without Kafka,
+/// decoding or offsets, shaped like the projector's work: the events split
+/// by order over as many streams as the topic has partitions, up to
+/// `partition_concurrency` streams applied at once, one transaction per
+/// `max_batch` events of a stream. Empties the tables after.
+async fn ceiling(app: &App, events: &[OrderEvent]) -> anyhow::Result<f64> {
+    let partitions = app.settings.kafka.partitions.max(1) as usize;
+    let batch = app.settings.projector.max_batch;
+    let mut streams: Vec<Vec<OrderEvent>> = vec![Vec::new(); partitions];
+    for event in events {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(event.order_id(), &mut hasher);
+        let stream = std::hash::Hasher::finish(&hasher) as usize % partitions;
+        streams[stream].push(event.clone());
     }
+    let clock = Instant::now();
+    stream::iter(&streams)
+        .map(|events| async move {
+            for chunk in events.chunks(batch) {
+                let mut tx = app.pool.begin().await?;
+                tributary_projector::project(
+                    &mut tx,
+                    tributary_projector::READ_MODEL_SCHEMA,
+                    chunk,
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(app.settings.projector.partition_concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<()>>()?;
     let rate = events.len() as f64 / clock.elapsed().as_secs_f64();
     let tables = tributary_projector::PROJECTIONS[0]
         .tables
