@@ -91,8 +91,9 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ConsumerSettings {
     /// Consumer group (default: `tributary-<role>`).
     pub group_id: Option<String>,
-    /// Most messages applied in one batch. Batches grow up to this while
-    /// there is a backlog and shrink to single events when there is none.
+    /// Most messages of one partition applied in one batch (one
+    /// transaction). Batches grow up to this while there is a backlog and
+    /// shrink to single events when there is none.
     pub max_batch: usize,
     /// How long shutdown may take to apply what was fetched; keep it below
     /// the group session timeout.

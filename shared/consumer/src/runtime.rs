@@ -131,7 +131,10 @@ impl<H: Handler> Consumer<H> {
             };
             let mut fetched = Fetched::default();
             fetched.push(first);
-            while fetched.count < self.settings.max_batch {
+            // `max_batch` bounds each partition's batch; all partitions
+            // together hold at most what `partition_concurrency` batches do.
+            let most = self.settings.max_batch * self.settings.partition_concurrency.max(1);
+            while fetched.largest < self.settings.max_batch && fetched.count < most {
                 match self.consumer.recv().now_or_never() {
                     Some(message) => fetched.push(message),
                     None => break,
@@ -376,16 +379,20 @@ impl<H: Handler> Consumer<H> {
 struct Fetched {
     by_partition: BTreeMap<(String, i32), Vec<OwnedMessage>>,
     count: usize,
+    /// The size of the largest partition's batch.
+    largest: usize,
 }
 
 impl Fetched {
     fn push(&mut self, message: Result<BorrowedMessage<'_>, KafkaError>) {
         match message {
             Ok(message) => {
-                self.by_partition
+                let batch = self
+                    .by_partition
                     .entry((message.topic().to_owned(), message.partition()))
-                    .or_default()
-                    .push(message.detach());
+                    .or_default();
+                batch.push(message.detach());
+                self.largest = self.largest.max(batch.len());
                 self.count += 1;
             }
             Err(error) => tracing::warn!(error = %error, "consumer error"),
