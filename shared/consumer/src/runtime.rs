@@ -131,10 +131,12 @@ impl<H: Handler> Consumer<H> {
             };
             let mut fetched = Fetched::default();
             fetched.push(first);
-            // `max_batch` bounds each partition's batch; all partitions
-            // together hold at most what `partition_concurrency` batches do.
+            // Take what is already fetched, up to `partition_concurrency`
+            // batches' worth: librdkafka hands out one partition's messages
+            // after another, so stopping at one full batch would leave the
+            // other partitions' messages for the next round.
             let most = self.settings.max_batch * self.settings.partition_concurrency.max(1);
-            while fetched.largest < self.settings.max_batch && fetched.count < most {
+            while fetched.count < most {
                 match self.consumer.recv().now_or_never() {
                     Some(message) => fetched.push(message),
                     None => break,
@@ -185,8 +187,15 @@ impl<H: Handler> Consumer<H> {
         // general enough over lifetimes for a `Send` task.
         let work: Vec<_> = fetched
             .iter()
-            .map(|((topic, partition), messages)| {
-                self.apply_with_retries(topic, *partition, messages, token)
+            .map(|((topic, partition), messages)| async move {
+                // A partition's messages, `max_batch` per transaction, in order.
+                let mut done = Batch::default();
+                for chunk in messages.chunks(self.settings.max_batch.max(1)) {
+                    done += self
+                        .apply_with_retries(topic, *partition, chunk, token)
+                        .await?;
+                }
+                anyhow::Ok(done)
             })
             .collect();
         let batches: Vec<anyhow::Result<Batch>> = futures::stream::iter(work)
@@ -379,20 +388,16 @@ impl<H: Handler> Consumer<H> {
 struct Fetched {
     by_partition: BTreeMap<(String, i32), Vec<OwnedMessage>>,
     count: usize,
-    /// The size of the largest partition's batch.
-    largest: usize,
 }
 
 impl Fetched {
     fn push(&mut self, message: Result<BorrowedMessage<'_>, KafkaError>) {
         match message {
             Ok(message) => {
-                let batch = self
-                    .by_partition
+                self.by_partition
                     .entry((message.topic().to_owned(), message.partition()))
-                    .or_default();
-                batch.push(message.detach());
-                self.largest = self.largest.max(batch.len());
+                    .or_default()
+                    .push(message.detach());
                 self.count += 1;
             }
             Err(error) => tracing::warn!(error = %error, "consumer error"),
