@@ -43,19 +43,24 @@ pub struct App {
 }
 
 /// Gives `settings` one fresh token with every scope, for a process that is
-/// its own client (`demo`, `bench`), and returns its secret.
+/// its own client (`demo`, `bench`), makes it the token the roles send to the
+/// registry (`registry.token`), and returns its secret.
 pub fn own_token(settings: &mut Settings) -> String {
-    use tributary_platform::auth::{Scope, TokenSettings};
+    use tributary_platform::{
+        Secret,
+        auth::{Scope, TokenSettings},
+    };
     let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     settings.auth.tokens.insert(
         "self".to_owned(),
         TokenSettings {
-            secret: tributary_platform::Secret::new(&secret),
+            secret: Secret::new(&secret),
             scopes: [Scope::Commands, Scope::Ingest, Scope::Query, Scope::Admin]
                 .into_iter()
                 .collect(),
         },
     );
+    settings.registry.token = Some(Secret::new(&secret));
     secret
 }
 
@@ -120,21 +125,32 @@ impl App {
         self.settings.kafka.topic(topic.name())
     }
 
-    /// A client of the configured registry.
+    /// A client of the configured registry, sending `registry.token`.
     pub fn registry_client(&self) -> anyhow::Result<RegistryClient> {
-        Ok(RegistryClient::new(&self.settings.registry.url)?)
+        Ok(self.settings.registry.client()?)
     }
 
     /// Registers the contract (waiting for the registry) the first time it
     /// is asked, and returns its ids; every role of the process shares them.
+    /// Registering needs a `registry.token` with the `admin` scope.
     pub async fn contract_ids(&self) -> anyhow::Result<ContractIds> {
         let ids = self
             .contract
             .get_or_try_init(|| async {
-                self.registry_client()?
+                let registered = self
+                    .registry_client()?
                     .register_contract(&self.settings.kafka.topic_prefix, REGISTRY_WAIT)
-                    .await
-                    .context("registering the Avro contract")
+                    .await;
+                registered.map_err(|error| {
+                    let hint = match error.status() {
+                        Some(401) => {
+                            " (set registry.token, TRIBUTARY__REGISTRY__TOKEN, to a secret from the registry's auth.tokens)"
+                        }
+                        Some(403) => " (registry.token needs the admin scope)",
+                        _ => "",
+                    };
+                    anyhow::Error::new(error).context(format!("registering the Avro contract{hint}"))
+                })
             })
             .await?;
         Ok(ids.clone())
@@ -256,7 +272,7 @@ impl App {
         shutdown: &mut Shutdown,
     ) -> anyhow::Result<()> {
         let token = shutdown.token();
-        if matches!(role, Role::Api | Role::Query | Role::All) {
+        if matches!(role, Role::Api | Role::Query | Role::Registry | Role::All) {
             self.settings.auth.validate()?;
         }
         let Listeners {
@@ -266,7 +282,7 @@ impl App {
         } = listeners;
         if matches!(role, Role::Registry | Role::All) {
             let listener = or_bind(registry, self.settings.registry.listen).await?;
-            let router = tributary_registry::router(self.pool.clone());
+            let router = tributary_registry::router(self.pool.clone(), self.auth()?);
             shutdown.spawn("registry", serve_on(listener, router, token.clone()));
         }
         if matches!(

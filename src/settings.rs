@@ -24,9 +24,10 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     /// Logs.
     pub telemetry: TelemetrySettings,
-    /// Bearer tokens and their scopes, for every HTTP surface.
+    /// Bearer tokens and their scopes, for every HTTP surface (the registry too).
     pub auth: AuthSettings,
-    /// The schema registry: where it listens and where clients find it.
+    /// The schema registry: where it listens, where clients find it and the
+    /// token they send.
     pub registry: RegistrySettings,
     /// The command API.
     pub api: CommandApiSettings,

@@ -1,4 +1,5 @@
-//! Every API needs a bearer token with its scope; health and metrics stay open.
+//! Every API needs a bearer token with its scope, the schema registry too;
+//! health and metrics stay open.
 
 use tributary::Role;
 use tributary_platform::{
@@ -69,7 +70,44 @@ async fn requests_need_a_valid_token_with_the_routes_scope() {
         .unwrap();
     assert_eq!(response.status(), 401);
 
-    for base in [&app.api, &app.query] {
+    // The registry: any valid token reads, only `admin` registers; Basic
+    // credentials are the token's name and secret.
+    let registry = &app.app.settings.registry.url;
+    let response = anonymous
+        .get(format!("{registry}/subjects"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    for reader in [
+        anonymous
+            .get(format!("{registry}/subjects"))
+            .bearer_auth(READER),
+        anonymous
+            .get(format!("{registry}/subjects"))
+            .basic_auth("analyst", Some(READER)),
+    ] {
+        assert_eq!(reader.send().await.unwrap().status(), 200);
+    }
+    let schema = serde_json::json!({ "schema": "\"string\"" });
+    let response = anonymous
+        .post(format!("{registry}/subjects/scratch-value/versions"))
+        .bearer_auth(READER)
+        .json(&schema)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "a query token cannot register");
+    let response = anonymous
+        .post(format!("{registry}/subjects/scratch-value/versions"))
+        .basic_auth("analyst", Some("not-the-secret-at-all"))
+        .json(&schema)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    for base in [&app.api, &app.query, registry] {
         let response = anonymous
             .get(format!("{base}/health/ready"))
             .send()

@@ -76,17 +76,19 @@ fn a_single_role_without_brokers_is_refused_clearly() {
 
 #[test]
 fn an_http_role_without_tokens_refuses_to_start() {
-    let (code, _, stderr) = tributary(
-        &[
-            (
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/postgres",
-            ),
-            ("TRIBUTARY__DATABASE__MIGRATE", "false"),
-            ("KAFKA_BROKERS", "127.0.0.1:1"),
-        ],
-        &["run", "query"],
-    );
-    assert_eq!(code, 1);
-    assert!(stderr.contains("auth.tokens is empty"), "{stderr}");
+    for role in ["query", "registry"] {
+        let (code, _, stderr) = tributary(
+            &[
+                (
+                    "DATABASE_URL",
+                    "postgres://postgres@127.0.0.1:5432/postgres",
+                ),
+                ("TRIBUTARY__DATABASE__MIGRATE", "false"),
+                ("KAFKA_BROKERS", "127.0.0.1:1"),
+            ],
+            &["run", role],
+        );
+        assert_eq!(code, 1, "{role}");
+        assert!(stderr.contains("auth.tokens is empty"), "{role}: {stderr}");
+    }
 }

@@ -425,6 +425,10 @@ fn ctl(app: &TestApp, args: &[&str]) -> (i32, String, String) {
         )
         .env("TRIBUTARY__REGISTRY__URL", &settings.registry.url)
         .env(
+            "TRIBUTARY__REGISTRY__TOKEN",
+            settings.registry.token.as_ref().unwrap().expose(),
+        )
+        .env(
             "TRIBUTARY__PROJECTOR__GROUP_ID",
             settings.projector.group_id.as_deref().unwrap(),
         )

@@ -271,8 +271,16 @@ async fn a_payment_published_by_pythons_avro_serializer_is_applied_by_the_proces
         "2500".to_owned(),
         "EUR".to_owned(),
     ];
+    // Basic auth with the test's token (name and secret), as Confluent clients send it.
+    let user_info = format!(
+        "self:{}",
+        app.app.settings.auth.tokens["self"].secret.expose()
+    );
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").args(args).output()
+        std::process::Command::new("python3")
+            .args(args)
+            .env("REGISTRY_USER_INFO", user_info)
+            .output()
     })
     .await
     .unwrap()

@@ -2,9 +2,15 @@
 SerializingProducer with its AvroSerializer, using the schema registered in
 Tributary's registry (a client we did not write).
 
-usage: publish_payment.py BOOTSTRAP REGISTRY_URL TOPIC ORDER_ID AMOUNT_MINOR CURRENCY
+usage: REGISTRY_USER_INFO=NAME:SECRET publish_payment.py BOOTSTRAP REGISTRY_URL TOPIC ORDER_ID AMOUNT_MINOR CURRENCY
+
+The registry wants a token: NAME and SECRET are a token's name and secret from
+its `auth.tokens` (any scope may read), sent as HTTP Basic
+(`basic.auth.user.info`), from the environment to keep the secret off the
+command line.
 """
 
+import os
 import pathlib
 import sys
 import time
@@ -19,7 +25,7 @@ bootstrap, registry_url, topic, order_id, amount, currency = sys.argv[1:7]
 schema = (pathlib.Path(__file__).parents[2] / "schemas/avro/payments.PaymentCaptured/v1.avsc").read_text()
 
 serializer = AvroSerializer(
-    SchemaRegistryClient({"url": registry_url}),
+    SchemaRegistryClient({"url": registry_url, "basic.auth.user.info": os.environ["REGISTRY_USER_INFO"]}),
     schema,
     conf={
         "auto.register.schemas": False,

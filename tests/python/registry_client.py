@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Checks that Tributary's schema registry works with Confluent's Python client.
 
-Usage: python3 tests/python/registry_client.py http://127.0.0.1:8081
+Usage: REGISTRY_USER_INFO=NAME:SECRET python3 tests/python/registry_client.py http://127.0.0.1:8081
 
 Uses confluent-kafka's SchemaRegistryClient, AvroSerializer and
-AvroDeserializer (no broker needed) against an empty registry. Exits 0 when
+AvroDeserializer (no broker needed) against an empty registry, authenticated
+with HTTP Basic (`basic.auth.user.info`): NAME and SECRET are the name and
+secret of a token with the admin scope in the registry's `auth.tokens` (from
+the environment, so the secret stays off the command line). Exits 0 when
 every check passes; otherwise prints which check failed and exits 1.
 """
 
 import json
+import os
 import sys
 import traceback
 
@@ -55,17 +59,33 @@ def avro(schema):
     return Schema(json.dumps(schema), schema_type="AVRO")
 
 
-def run(url):
-    client = SchemaRegistryClient({"url": url})
+def run(url, user_info):
+    def registry(credentials=user_info):
+        """A fresh client (an empty cache), sending `credentials` with Basic auth."""
+        conf = {"url": url}
+        if credentials is not None:
+            conf["basic.auth.user.info"] = credentials
+        return SchemaRegistryClient(conf)
+
+    # Without credentials, or with a wrong secret, the registry refuses.
+    name = user_info.split(":", 1)[0]
+    for label, credentials in [("no credentials", None), ("a wrong secret", f"{name}:not-the-secret-at-all")]:
+        try:
+            registry(credentials).get_subjects()
+            raise CheckFailed(f"the registry answered a client with {label}")
+        except SchemaRegistryError as error:
+            check(error.http_status_code == 401, f"{label}: HTTP {error.http_status_code}, expected 401")
+
+    client = registry()
 
     first = client.register_schema(SUBJECT, avro(V1))
     check(isinstance(first, int) and first > 0, f"register returned id {first!r}")
 
     # A fresh client, so the second registration goes to the server rather than the cache.
-    again = SchemaRegistryClient({"url": url}).register_schema(SUBJECT, avro(V1))
+    again = registry().register_schema(SUBJECT, avro(V1))
     check(again == first, f"re-registering the same schema gave id {again}, expected {first}")
 
-    fetched = SchemaRegistryClient({"url": url}).get_schema(first)
+    fetched = registry().get_schema(first)
     check(fetched.schema_type == "AVRO", f"schema type {fetched.schema_type!r}")
     check(json.loads(fetched.schema_str)["name"] == "OrderNoted", f"fetched schema {fetched.schema_str}")
 
@@ -77,7 +97,7 @@ def run(url):
     check(latest.schema_id == second, f"latest id {latest.schema_id}, expected {second}")
     check(latest.subject == SUBJECT, f"latest subject {latest.subject!r}")
 
-    looked_up = SchemaRegistryClient({"url": url}).lookup_schema(SUBJECT, avro(V1))
+    looked_up = registry().lookup_schema(SUBJECT, avro(V1))
     check(looked_up.version == 1 and looked_up.schema_id == first, f"lookup gave {looked_up}")
 
     versions = client.get_schema_versions(first)
@@ -115,26 +135,27 @@ def run(url):
     framed = serializer(record, context)
     check(framed[0] == 0, f"magic byte {framed[0]}")
     schema_id = int.from_bytes(framed[1:5], "big")
-    value_id = SchemaRegistryClient({"url": url}).get_latest_version(f"{TOPIC}-value").schema_id
+    value_id = registry().get_latest_version(f"{TOPIC}-value").schema_id
     check(schema_id == value_id, f"framed id {schema_id}, registered {value_id}")
     check(schema_id == second, f"the same schema under another subject got id {schema_id}, expected {second}")
 
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": url}))
+    deserializer = AvroDeserializer(registry())
     decoded = deserializer(framed, context)
     check(decoded == record, f"round trip gave {decoded}, expected {record}")
 
     # A reader schema: data written with v2 read as v1 (resolution drops `note`).
-    reader = AvroDeserializer(SchemaRegistryClient({"url": url}), json.dumps(V1))
+    reader = AvroDeserializer(registry(), json.dumps(V1))
     resolved = reader(framed, context)
     check(resolved == {"order_id": "o-1", "quantity": 3}, f"resolved to {resolved}")
 
 
 def main():
-    if len(sys.argv) != 2:
+    user_info = os.environ.get("REGISTRY_USER_INFO", "")
+    if len(sys.argv) != 2 or ":" not in user_info:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        run(sys.argv[1])
+        run(sys.argv[1], user_info)
     except CheckFailed as failure:
         print(f"FAILED: {failure}", file=sys.stderr)
         return 1
@@ -142,7 +163,7 @@ def main():
         print("FAILED with an unexpected error:", file=sys.stderr)
         traceback.print_exc()
         return 1
-    print("ok: the registry works with confluent-kafka's client, serializer and deserializer")
+    print("ok: the registry works with confluent-kafka's client (Basic auth), serializer and deserializer")
     return 0
 
 

@@ -14,12 +14,13 @@ use std::{
 use apache_avro::Schema;
 use reqwest::{
     Method, Url,
-    header::{ACCEPT, CONTENT_TYPE},
+    header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue},
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::json;
 use tokio::{sync::OnceCell, time::Instant};
 use tracing::instrument;
+use tributary_platform::Secret;
 use tributary_schemas::{CONTRACT, subject};
 
 use crate::{Error, Result};
@@ -119,10 +120,19 @@ struct ErrorBody {
     message: String,
 }
 
+/// A problem document: how the registry refuses a request for want of a
+/// token (401) or of the scope (403).
+#[derive(Debug, Deserialize)]
+struct ProblemBody {
+    detail: String,
+}
+
 impl RegistryClient {
     /// A client of the registry at `base_url` (`http://host:port`, optionally
-    /// with a path prefix). Only checks the URL: nothing is contacted yet.
-    pub fn new(base_url: &str) -> Result<Self> {
+    /// with a path prefix), sending `token` as its bearer token (reads need
+    /// any valid token, registering the `admin` scope). Only checks the URL
+    /// and the token: nothing is contacted yet.
+    pub fn new(base_url: &str, token: Option<&Secret>) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: base_url.to_owned(),
             reason: reason.to_owned(),
@@ -140,7 +150,16 @@ impl RegistryClient {
         // reqwest is built without a crypto provider and panics without one,
         // even for plain http: use the platform's (ring), once per process.
         tributary_platform::tls::install_crypto_provider();
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            let mut bearer = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| Error::InvalidToken)?;
+            // Kept out of reqwest's Debug output.
+            bearer.set_sensitive(true);
+            headers.insert(AUTHORIZATION, bearer);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("tributary-registry/", env!("CARGO_PKG_VERSION")))
@@ -313,21 +332,27 @@ impl RegistryClient {
                 detail: format!("HTTP {status} with a body that is not the expected JSON: {error}"),
             });
         }
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(ErrorBody {
-                error_code,
-                message,
-            }) => Error::Registry {
-                status: status.as_u16(),
+        let status = status.as_u16();
+        if let Ok(ErrorBody {
+            error_code,
+            message,
+        }) = serde_json::from_slice(&bytes)
+        {
+            return Err(Error::Registry {
+                status,
                 code: error_code,
                 message,
-            },
+            });
+        }
+        let message = match serde_json::from_slice::<ProblemBody>(&bytes) {
+            Ok(ProblemBody { detail }) => detail,
             // Not the registry speaking (a proxy, a load balancer): keep the start of what it said.
-            Err(_) => Error::Registry {
-                status: status.as_u16(),
-                code: u32::from(status.as_u16()),
-                message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            },
+            Err(_) => String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+        };
+        Err(Error::Registry {
+            status,
+            code: u32::from(status),
+            message,
         })
     }
 }
@@ -371,7 +396,7 @@ mod tests {
 
     #[test]
     fn refuses_urls_that_are_not_http() {
-        assert!(RegistryClient::new("http://127.0.0.1:8081").is_ok());
+        assert!(RegistryClient::new("http://127.0.0.1:8081", None).is_ok());
         for invalid in [
             "127.0.0.1:8081",
             "ftp://host",
@@ -379,7 +404,10 @@ mod tests {
             "http://host/?a=b",
         ] {
             assert!(
-                matches!(RegistryClient::new(invalid), Err(Error::InvalidUrl { .. })),
+                matches!(
+                    RegistryClient::new(invalid, None),
+                    Err(Error::InvalidUrl { .. })
+                ),
                 "{invalid}"
             );
         }
@@ -387,7 +415,7 @@ mod tests {
 
     #[test]
     fn builds_endpoints_with_percent_encoded_segments_under_a_prefix() {
-        let client = RegistryClient::new("http://host:8081/registry/").expect("valid URL");
+        let client = RegistryClient::new("http://host:8081/registry/", None).expect("valid URL");
         let url = client
             .endpoint(&["subjects", "a/b c", "versions"])
             .expect("a base URL");
@@ -403,7 +431,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
         let addr = listener.local_addr().expect("bound");
         drop(listener);
-        let client = RegistryClient::new(&format!("http://{addr}")).expect("valid URL");
+        let client = RegistryClient::new(&format!("http://{addr}"), None).expect("valid URL");
         let error = client.schema_by_id(1).await.expect_err("nothing listens");
         assert!(error.is_unreachable(), "{error:?}");
         assert!(error.is_transient());

@@ -7,9 +7,14 @@
 //! `BACKWARD_TRANSITIVE`); it refuses a new version that its subject's level
 //! does not allow. Confluent clients (confluent-kafka, the Java serializers)
 //! talk to it unchanged. Only Avro is supported, without schema references.
+//! Every route but health and metrics needs a token: any valid one to read,
+//! one with the `admin` scope to register or change compatibility levels;
+//! Confluent clients may send it as Basic credentials (name and secret).
 //!
-//! The client ([`client::RegistryClient`]) registers and fetches schemas,
-//! caching writer schemas by id forever (ids are immutable). reqwest is built
+//! The client ([`client::RegistryClient`], built by
+//! [`RegistrySettings::client`]) sends `registry.token` as its bearer token,
+//! registers and fetches schemas, and caches writer schemas by id forever
+//! (ids are immutable). reqwest is built
 //! with `rustls-no-provider`: [`client::RegistryClient::new`] installs the
 //! platform's rustls provider (`ring`) for the process if none is installed,
 //! since reqwest refuses to build a client without one. The tests use plain
@@ -17,20 +22,28 @@
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
-//! use std::time::Duration;
-//! use tributary_platform::db::DatabaseSettings;
-//! use tributary_registry::{MIGRATOR, RegistrySettings, client::RegistryClient};
+//! use std::{collections::BTreeMap, sync::Arc, time::Duration};
+//! use tributary_platform::{
+//!     Secret,
+//!     auth::{AuthSettings, Scope, TokenSettings},
+//!     db::DatabaseSettings,
+//! };
+//! use tributary_registry::{MIGRATOR, RegistrySettings};
 //!
-//! // The server: migrate, then serve until the token is cancelled.
-//! let settings = RegistrySettings::default();
+//! // The server: migrate, then serve until the token is cancelled. Reads
+//! // need any valid token, registering the `admin` scope.
+//! let secret = Secret::new(std::env::var("REGISTRY_ADMIN_TOKEN")?);
+//! let admin = TokenSettings { secret: secret.clone(), scopes: [Scope::Admin].into_iter().collect() };
+//! let auth = Arc::new(AuthSettings { tokens: BTreeMap::from([("ops".into(), admin)]), disabled: false });
+//! let settings = RegistrySettings { token: Some(secret), ..RegistrySettings::default() };
 //! let pool = tributary_platform::db::connect(&DatabaseSettings::default(), &[&MIGRATOR]).await?;
 //! let token = tokio_util::sync::CancellationToken::new();
 //! let (serving, stop) = (settings.clone(), token.clone());
-//! tokio::spawn(async move { tributary_registry::serve(&serving, pool, stop).await });
+//! tokio::spawn(async move { tributary_registry::serve(&serving, pool, auth, stop).await });
 //!
 //! // A role: register the contract (waiting for the registry to come up),
 //! // then resolve the schema ids found in message headers.
-//! let registry = RegistryClient::new(&settings.url)?;
+//! let registry = settings.client()?;
 //! let ids = registry.register_contract("", Duration::from_secs(30)).await?;
 //! let id = ids.id_of("shop.orders.OrderPlaced").expect("in the contract");
 //! let writer = registry.schema_by_id(id).await?;
@@ -41,6 +54,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
+use tributary_platform::Secret;
 
 pub mod client;
 pub mod compatibility;
@@ -61,6 +75,18 @@ pub struct RegistrySettings {
     pub listen: SocketAddr,
     /// Base URL at which clients reach the registry, e.g. `http://registry:8081`.
     pub url: String,
+    /// The bearer token every role sends to the registry: a secret from
+    /// `auth.tokens` (set `TRIBUTARY__REGISTRY__TOKEN`). Reads need any valid
+    /// token; registering the contract at start-up needs the `admin` scope.
+    /// Prints as `***`.
+    pub token: Option<Secret>,
+}
+
+impl RegistrySettings {
+    /// A client of the registry at `url`, sending `token`.
+    pub fn client(&self) -> Result<RegistryClient> {
+        RegistryClient::new(&self.url, self.token.as_ref())
+    }
 }
 
 impl Default for RegistrySettings {
@@ -68,6 +94,7 @@ impl Default for RegistrySettings {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8081)),
             url: "http://127.0.0.1:8081".to_owned(),
+            token: None,
         }
     }
 }
@@ -120,6 +147,10 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// `registry.token` cannot be sent in an HTTP header (it holds a control
+    /// character such as a newline).
+    #[error("registry.token cannot be sent as an HTTP header: it holds a control character")]
+    InvalidToken,
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -137,6 +168,15 @@ impl Error {
             Error::Unreachable { .. } => true,
             Error::Registry { status, .. } => *status >= 500,
             _ => false,
+        }
+    }
+
+    /// The HTTP status when the registry refused the request: 401 without a
+    /// valid token, 403 when the token lacks the scope.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Registry { status, .. } => Some(*status),
+            _ => None,
         }
     }
 

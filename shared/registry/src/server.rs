@@ -16,22 +16,38 @@
 //! first three digits (40401 subject, 40402 version, 40403 schema not found,
 //! 40408 no subject level, 409 incompatible, 42201 invalid schema, 42202
 //! invalid version, 42203 invalid level, 42208 invalid subject).
+//!
+//! Every route needs a token from `auth.tokens`, as a bearer token or as HTTP
+//! Basic credentials (the token's name and secret, which Confluent clients
+//! send from `basic.auth.user.info`). Reads — the `GET`s, looking a schema up
+//! and testing compatibility, which change nothing — take a valid token of
+//! any scope; changes — registering, setting and deleting compatibility
+//! levels — the `admin` scope. Refusals are the platform's problem documents
+//! (`application/problem+json`: 401 with `WWW-Authenticate`, 403), as on every
+//! other HTTP surface, not Confluent error bodies. `/health/*` and `/metrics`
+//! stay open.
 
 mod error;
+
+use std::sync::Arc;
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, State},
     http::{HeaderValue, header},
+    middleware::from_fn_with_state,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post, put},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
-use tributary_platform::http::{operations_routes, postgres_ready};
+use tributary_platform::{
+    auth::{AuthSettings, Guard, Scope, require},
+    http::{operations_routes, postgres_ready},
+};
 
 use self::error::{ApiError, ApiJson, ApiPath, ApiQuery, CONTENT_TYPE, Reply};
 use crate::{
@@ -48,41 +64,57 @@ pub const MAX_SUBJECT_CHARS: usize = 255;
 
 type Handled<T> = Result<T, ApiError>;
 
-/// The registry's routes over `pool` (migrated with [`crate::MIGRATOR`]), with
-/// the request body limit, and the operations routes (`/health/live`,
-/// `/health/ready`, `/metrics`).
-pub fn router(pool: PgPool) -> Router {
+/// The registry's routes over `pool` (migrated with [`crate::MIGRATOR`]),
+/// guarded by `auth` (reads: any valid token; changes: `admin`), with the
+/// request body limit, and the open operations routes (`/health/live`,
+/// `/health/ready`, `/metrics`). Validate `auth` before serving
+/// ([`AuthSettings::validate`]); [`serve`] does.
+pub fn router(pool: PgPool, auth: Arc<AuthSettings>) -> Router {
+    let read = |route: MethodRouter<PgPool>| {
+        let guard = Guard::any_token(auth.clone()).accepting_basic();
+        route.route_layer(from_fn_with_state(guard, require))
+    };
+    let change = |route: MethodRouter<PgPool>| {
+        let guard = Guard::new(auth.clone(), Scope::Admin).accepting_basic();
+        route.route_layer(from_fn_with_state(guard, require))
+    };
     Router::new()
-        .route("/subjects", get(list_subjects))
-        .route("/subjects/{subject}", post(lookup))
+        .route("/subjects", read(get(list_subjects)))
+        .route("/subjects/{subject}", read(post(lookup)))
         .route(
             "/subjects/{subject}/versions",
-            get(list_versions).post(register),
+            read(get(list_versions)).merge(change(post(register))),
         )
-        .route("/subjects/{subject}/versions/{version}", get(get_version))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            read(get(get_version)),
+        )
         .route(
             "/subjects/{subject}/versions/{version}/schema",
-            get(get_version_schema),
+            read(get(get_version_schema)),
         )
-        .route("/schemas/types", get(|| async { Reply(["AVRO"]) }))
-        .route("/schemas/ids/{id}", get(get_schema))
-        .route("/schemas/ids/{id}/schema", get(get_raw_schema))
-        .route("/schemas/ids/{id}/versions", get(get_schema_versions))
-        .route("/schemas/ids/{id}/subjects", get(get_schema_subjects))
-        .route("/config", get(get_global_config).put(put_global_config))
+        .route("/schemas/types", read(get(|| async { Reply(["AVRO"]) })))
+        .route("/schemas/ids/{id}", read(get(get_schema)))
+        .route("/schemas/ids/{id}/schema", read(get(get_raw_schema)))
+        .route("/schemas/ids/{id}/versions", read(get(get_schema_versions)))
+        .route("/schemas/ids/{id}/subjects", read(get(get_schema_subjects)))
+        .route(
+            "/config",
+            read(get(get_global_config)).merge(change(put(put_global_config))),
+        )
         .route(
             "/config/{subject}",
-            get(get_subject_config)
-                .put(put_subject_config)
-                .delete(delete_subject_config),
+            read(get(get_subject_config)).merge(change(
+                put(put_subject_config).delete(delete_subject_config),
+            )),
         )
         .route(
             "/compatibility/subjects/{subject}/versions",
-            post(test_against_level),
+            read(post(test_against_level)),
         )
         .route(
             "/compatibility/subjects/{subject}/versions/{version}",
-            post(test_against_version),
+            read(post(test_against_version)),
         )
         .fallback(|| async { ApiError::new(404, "HTTP 404 Not Found") })
         .method_not_allowed_fallback(|| async { ApiError::new(405, "HTTP 405 Method Not Allowed") })
@@ -91,13 +123,16 @@ pub fn router(pool: PgPool) -> Router {
         .merge(operations_routes(postgres_ready(pool)))
 }
 
-/// Serves [`router`] on `settings.listen` until `token` is cancelled.
+/// Serves [`router`] on `settings.listen` until `token` is cancelled; refuses
+/// to start when `auth` is unsafe (no tokens and not `disabled`).
 pub async fn serve(
     settings: &RegistrySettings,
     pool: PgPool,
+    auth: Arc<AuthSettings>,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    tributary_platform::http::serve(settings.listen, router(pool), token).await
+    auth.validate()?;
+    tributary_platform::http::serve(settings.listen, router(pool, auth), token).await
 }
 
 /// A schema in a request (register, look up, test compatibility).

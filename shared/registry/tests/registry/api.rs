@@ -309,11 +309,15 @@ async fn the_router_alone_refuses_oversized_bodies_before_reading_them() {
     let pool = crate::helpers::scratch_pool().await;
     let body = vec![b' '; 2 * 1024 * 1024];
     let request = axum::http::Request::post("/subjects/s/versions")
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::helpers::ADMIN.1),
+        )
         .header("content-type", "application/json")
         .header("content-length", body.len())
         .body(axum::body::Body::from(body))
         .expect("a request");
-    let response = tributary_registry::router(pool)
+    let response = tributary_registry::router(pool, crate::helpers::auth())
         .oneshot(request)
         .await
         .expect("infallible");

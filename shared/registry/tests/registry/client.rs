@@ -3,15 +3,15 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinSet, time::Instant};
-use tributary_registry::{Error, RegistryClient};
+use tributary_registry::Error;
 use tributary_schemas::{CONTRACT, subject};
 
-use crate::helpers::{record, scratch_pool, spawn_on, spawn_registry};
+use crate::helpers::{admin_client, record, scratch_pool, spawn_on, spawn_registry};
 
 #[tokio::test]
 async fn registers_the_contract_under_prefixed_subjects_and_maps_ids_both_ways() {
     let app = spawn_registry().await;
-    let client = RegistryClient::new(&app.url).expect("valid URL");
+    let client = app.client();
     let ids = client
         .register_contract("dev.", Duration::from_secs(5))
         .await
@@ -54,7 +54,7 @@ async fn fetches_a_writer_schema_once_and_then_serves_it_from_the_cache() {
     let id = app.register("things-value", &schema).await.id() as u32;
 
     // A client that did not register it, so the first lookup goes to the server.
-    let client = RegistryClient::new(&app.url).expect("valid URL");
+    let client = app.client();
     let mut lookups = JoinSet::new();
     for _ in 0..8 {
         let client = client.clone();
@@ -86,7 +86,7 @@ async fn fetches_a_writer_schema_once_and_then_serves_it_from_the_cache() {
 #[tokio::test]
 async fn registering_through_the_client_fills_the_cache() {
     let app = spawn_registry().await;
-    let client = RegistryClient::new(&app.url).expect("valid URL");
+    let client = app.client();
     let id = client
         .register(
             "things-value",
@@ -104,7 +104,7 @@ async fn registering_through_the_client_fills_the_cache() {
 #[tokio::test]
 async fn an_unknown_id_and_a_refused_schema_are_registry_errors_with_their_codes() {
     let app = spawn_registry().await;
-    let client = RegistryClient::new(&app.url).expect("valid URL");
+    let client = app.client();
     let unknown = client.schema_by_id(4242).await.expect_err("no such id");
     assert!(
         matches!(
@@ -160,7 +160,7 @@ async fn register_contract_waits_for_a_registry_that_starts_late() {
     drop(listener);
     let url = format!("http://{addr}");
 
-    let client = RegistryClient::new(&url).expect("valid URL");
+    let client = admin_client(&url);
     let registering =
         tokio::spawn(async move { client.register_contract("", Duration::from_secs(20)).await });
     // Let the client fail at least once before the registry comes up.
@@ -183,7 +183,7 @@ async fn register_contract_gives_up_after_the_wait_when_nothing_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     let addr = listener.local_addr().expect("bound");
     drop(listener);
-    let client = RegistryClient::new(&format!("http://{addr}")).expect("valid URL");
+    let client = admin_client(&format!("http://{addr}"));
     let started = Instant::now();
     let error = client
         .register_contract("", Duration::from_millis(500))

@@ -1,9 +1,14 @@
-//! A registry per test: a scratch database, the router on `127.0.0.1:0`, and
-//! a small HTTP helper that returns status, body and content type.
+//! A registry per test: a scratch database, the router on `127.0.0.1:0`
+//! guarded by two tokens (an administrator's and a reader's), and a small HTTP
+//! helper that returns status, body and content type. Requests send the
+//! administrator's bearer token unless a test says otherwise.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use axum::{extract::Request, middleware::Next, response::Response};
@@ -11,7 +16,43 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tributary_platform::telemetry::{TelemetrySettings, init_logs};
+use tributary_platform::{
+    Secret,
+    auth::{AuthSettings, Scope, TokenSettings},
+    telemetry::{TelemetrySettings, init_logs},
+};
+use tributary_registry::RegistryClient;
+
+/// The name and secret of a token with the `admin` scope.
+pub(crate) const ADMIN: (&str, &str) = ("ops", "admin-secret-0123456789");
+/// The name and secret of a token with the `query` scope only.
+pub(crate) const READER: (&str, &str) = ("analyst", "reader-secret-0123456789");
+
+/// The tokens the test registries accept: [`ADMIN`] and [`READER`].
+pub(crate) fn auth() -> Arc<AuthSettings> {
+    let token = |(name, secret): (&str, &str), scope| {
+        let scopes = [scope].into_iter().collect();
+        let secret = Secret::new(secret);
+        (name.to_owned(), TokenSettings { secret, scopes })
+    };
+    Arc::new(AuthSettings {
+        tokens: BTreeMap::from([token(ADMIN, Scope::Admin), token(READER, Scope::Query)]),
+        disabled: false,
+    })
+}
+
+/// How a test request authenticates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum As<'a> {
+    /// No `Authorization` header.
+    Nobody,
+    /// `Authorization: Bearer <secret>`.
+    Bearer(&'a str),
+    /// `Authorization: Basic base64(name:secret)`.
+    Basic(&'a str, &'a str),
+    /// This `Authorization` header, verbatim.
+    Header(&'a str),
+}
 
 pub(crate) struct TestRegistry {
     pub(crate) url: String,
@@ -36,6 +77,7 @@ pub(crate) struct Reply {
     pub(crate) body: Value,
     pub(crate) text: String,
     pub(crate) content_type: String,
+    pub(crate) headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
@@ -57,14 +99,19 @@ impl Reply {
     }
 }
 
-/// Starts a registry over a fresh database.
+/// Starts a registry over a fresh database, accepting the tokens of [`auth`].
 pub(crate) async fn spawn_registry() -> TestRegistry {
+    spawn_registry_with(auth()).await
+}
+
+/// Starts a registry over a fresh database, accepting the tokens of `auth`.
+pub(crate) async fn spawn_registry_with(auth: Arc<AuthSettings>) -> TestRegistry {
     let pool = scratch_pool().await;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding a free port");
     let url = format!("http://{}", listener.local_addr().expect("bound"));
-    spawn_on(listener, url, pool)
+    serve_on(listener, url, pool, auth)
 }
 
 pub(crate) async fn scratch_pool() -> PgPool {
@@ -82,11 +129,21 @@ pub(crate) async fn scratch_pool() -> PgPool {
         .expect("connecting and migrating")
 }
 
-/// Serves the registry over `pool` on `listener`, counting `GET /schemas/ids/..` requests.
+/// Serves the registry over `pool` on `listener` with the tokens of [`auth`],
+/// counting `GET /schemas/ids/..` requests.
 pub(crate) fn spawn_on(listener: TcpListener, url: String, pool: PgPool) -> TestRegistry {
+    serve_on(listener, url, pool, auth())
+}
+
+fn serve_on(
+    listener: TcpListener,
+    url: String,
+    pool: PgPool,
+    auth: Arc<AuthSettings>,
+) -> TestRegistry {
     let schema_fetches = Arc::new(AtomicUsize::new(0));
     let counter = schema_fetches.clone();
-    let router = tributary_registry::router(pool.clone()).layer(axum::middleware::from_fn(
+    let router = tributary_registry::router(pool.clone(), auth).layer(axum::middleware::from_fn(
         move |request: Request, next: Next| {
             let counter = counter.clone();
             async move {
@@ -114,6 +171,11 @@ pub(crate) fn spawn_on(listener: TcpListener, url: String, pool: PgPool) -> Test
     }
 }
 
+/// A client of the registry at `url` sending the administrator's token.
+pub(crate) fn admin_client(url: &str) -> RegistryClient {
+    RegistryClient::new(url, Some(&Secret::new(ADMIN.1))).expect("valid URL")
+}
+
 /// An Avro record `name` in namespace `test` with `fields` (JSON array items).
 pub(crate) fn record(name: &str, fields: &str) -> String {
     format!(r#"{{"type":"record","name":"{name}","namespace":"test","fields":[{fields}]}}"#)
@@ -125,13 +187,37 @@ impl TestRegistry {
         self.schema_fetches.load(Ordering::SeqCst)
     }
 
+    /// A client of this registry sending the administrator's token.
+    pub(crate) fn client(&self) -> RegistryClient {
+        admin_client(&self.url)
+    }
+
+    /// A request with the administrator's bearer token.
     pub(crate) async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Reply {
+        self.request_as(As::Bearer(ADMIN.1), method, path, body)
+            .await
+    }
+
+    /// A request authenticated `who`.
+    pub(crate) async fn request_as(
+        &self,
+        who: As<'_>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
         let mut request = self.http.request(method, format!("{}{path}", self.url));
+        request = match who {
+            As::Nobody => request,
+            As::Bearer(secret) => request.bearer_auth(secret),
+            As::Basic(name, secret) => request.basic_auth(name, Some(secret)),
+            As::Header(value) => request.header("authorization", value),
+        };
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/vnd.schemaregistry.v1+json")
@@ -145,6 +231,7 @@ impl TestRegistry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let headers = response.headers().clone();
         let text = response.text().await.expect("a body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Reply {
@@ -152,6 +239,7 @@ impl TestRegistry {
             body,
             text,
             content_type,
+            headers,
         }
     }
 

@@ -2,6 +2,7 @@
 //! its own server on a free port. `TEST_LOG=1` shows the server's logs.
 
 mod api;
+mod auth;
 mod client;
 mod compatibility;
 mod config;

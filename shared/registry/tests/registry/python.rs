@@ -1,8 +1,9 @@
-//! Confluent's own Python client, serializer and deserializer against the registry.
+//! Confluent's own Python client, serializer and deserializer against the
+//! registry, authenticating with HTTP Basic (`basic.auth.user.info`).
 
 use std::process::Command;
 
-use crate::helpers::spawn_registry;
+use crate::helpers::{ADMIN, spawn_registry};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -13,11 +14,17 @@ const SCRIPT: &str = concat!(
 async fn confluent_kafkas_python_client_works_against_the_registry() {
     let app = spawn_registry().await;
     let url = app.url.clone();
-    let output =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(SCRIPT).arg(url).output())
-            .await
-            .expect("joined")
-            .expect("python3 runs");
+    let user_info = format!("{}:{}", ADMIN.0, ADMIN.1);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .arg(SCRIPT)
+            .arg(url)
+            .env("REGISTRY_USER_INFO", user_info)
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("python3 runs");
     assert!(
         output.status.success(),
         "{SCRIPT} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
