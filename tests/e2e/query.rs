@@ -870,7 +870,7 @@ async fn projections_show_a_live_projector_with_no_lag_and_a_rebuild_in_progress
     let app = TestApp::spawn(&[Role::Api, Role::Relay, Role::Projector, Role::Query]).await;
     let customer = Uuid::now_v7();
     let mut ids = Vec::new();
-    for sku in ["TEA-1", "MUG-2", "POT-3"] {
+    for sku in ["TEA-1", "MUG-2", "SKU-3"] {
         ids.push(
             app.place_order(&order_body(customer, &[(sku, 1, 500)]))
                 .await,

@@ -1,24 +1,27 @@
 //! The consumer loop.
 //!
-//! `select!` over the shutdown token and the consumer; after the first
-//! message, take whatever else is already fetched (up to `max_batch`) without
-//! waiting, so batches are large under a backlog and single events when idle.
-//! Each partition's batch is applied in one transaction with its offset.
+//! One loop fetches and hands each message to its partition's worker; a
+//! worker takes whatever its queue already holds (up to `max_batch`)
+//! without waiting, so batches are large under a backlog and single events
+//! when idle. Each batch is applied in one transaction with its offset;
+//! partitions proceed concurrently and independently.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use futures::{FutureExt, StreamExt};
 use rdkafka::{
     ClientConfig, ClientContext, Message, Offset, TopicPartitionList,
     consumer::{
         BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol, StreamConsumer,
     },
-    error::KafkaError,
-    message::{BorrowedMessage, OwnedMessage},
+    message::OwnedMessage,
     types::RDKafkaRespErr,
 };
 use sqlx::PgPool;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -122,93 +125,115 @@ impl<H: Handler> Consumer<H> {
     /// Applies events until `token` is cancelled, then drains what was
     /// fetched within `drain_timeout`, commits and leaves the group.
     /// Returns what it did over its whole run.
+    ///
+    /// The loop hands each message to its partition's worker through a
+    /// bounded queue; a worker takes what its queue holds (up to
+    /// `max_batch`) as one batch. Workers apply concurrently, at most
+    /// `partition_concurrency` at once, and never wait for each other.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<Batch> {
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.settings.partition_concurrency.max(1)));
+        let mut queues: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut workers: JoinSet<anyhow::Result<Batch>> = JoinSet::new();
         let mut total = Batch::default();
         loop {
-            let first = tokio::select! {
+            let message = tokio::select! {
                 () = token.cancelled() => break,
-                message = self.consumer.recv() => message,
-            };
-            let mut fetched = Fetched::default();
-            fetched.push(first);
-            // Take what is already fetched, up to `partition_concurrency`
-            // batches' worth: librdkafka hands out one partition's messages
-            // after another, so stopping at one full batch would leave the
-            // other partitions' messages for the next round.
-            let most = self.settings.max_batch * self.settings.partition_concurrency.max(1);
-            while fetched.count < most {
-                match self.consumer.recv().now_or_never() {
-                    Some(message) => fetched.push(message),
-                    None => break,
+                // Workers end early only on a fatal error or a panic.
+                Some(ended) = workers.join_next(), if !workers.is_empty() => {
+                    total += finished(ended)?;
+                    continue;
                 }
+                message = this.consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message.detach(),
+                Err(error) => {
+                    tracing::warn!(error = %error, "consumer error");
+                    continue;
+                }
+            };
+            let key = (message.topic().to_owned(), message.partition());
+            let queue = queues.entry(key).or_insert_with_key(|(topic, partition)| {
+                let (sender, receiver) = mpsc::channel(this.settings.max_batch.max(1) * 2);
+                workers.spawn(Arc::clone(&this).work(
+                    topic.clone(),
+                    *partition,
+                    receiver,
+                    Arc::clone(&permits),
+                    token.clone(),
+                ));
+                sender
+            });
+            // A full queue holds the loop (backpressure) until shutdown.
+            tokio::select! {
+                () = token.cancelled() => break,
+                sent = queue.send(message) => if sent.is_err() {
+                    tracing::debug!("a partition worker has stopped");
+                },
             }
-            let apply = self.apply_fetched(fetched.by_partition, &token);
-            // Once shutdown begins, what was fetched gets `drain_timeout` to land.
-            total += tokio::select! {
-                batch = apply => batch?,
-                () = async {
-                    token.cancelled().await;
-                    tokio::time::sleep(self.settings.drain_timeout).await;
-                } => {
-                    tracing::warn!("drain deadline passed; the unfinished batch will be re-read");
-                    break;
-                }
-            };
+        }
+        // Stop fetching; workers apply what they hold within the deadline.
+        drop(queues);
+        let drained = tokio::time::timeout(this.settings.drain_timeout, async {
+            let mut drained = Batch::default();
+            while let Some(ended) = workers.join_next().await {
+                drained += finished(ended)?;
+            }
+            anyhow::Ok(drained)
+        })
+        .await;
+        match drained {
+            Ok(drained) => total += drained?,
+            Err(_) => {
+                tracing::warn!("drain deadline passed; unfinished batches will be re-read");
+                workers.abort_all();
+            }
         }
         tracing::info!(
-            consumer = self.handler.name(),
+            consumer = this.handler.name(),
             applied = total.applied,
             dead_lettered = total.dead_lettered,
             "consumer stopping"
         );
-        self.consumer.unsubscribe();
+        this.consumer.unsubscribe();
         Ok(total)
     }
 
-    /// Applies each partition's messages, partitions concurrently (up to
-    /// `partition_concurrency`), each partition in offset order; then
-    /// mirrors the offsets into Kafka.
-    async fn apply_fetched(
-        &self,
-        fetched: BTreeMap<(String, i32), Vec<OwnedMessage>>,
-        token: &CancellationToken,
+    /// A partition's worker: batches of what its queue holds, applied in
+    /// order, each followed by mirroring its offset into Kafka.
+    async fn work(
+        self: Arc<Self>,
+        topic: String,
+        partition: i32,
+        mut queue: mpsc::Receiver<OwnedMessage>,
+        permits: Arc<Semaphore>,
+        token: CancellationToken,
     ) -> anyhow::Result<Batch> {
-        let mut committed = TopicPartitionList::new();
-        for ((topic, partition), messages) in &fetched {
-            if let Some(last) = messages.last() {
-                committed.add_partition_offset(
-                    topic,
-                    *partition,
-                    Offset::Offset(last.offset() + 1),
-                )?;
-            }
-        }
-        // Futures collected first: a closure inside the stream would not be
-        // general enough over lifetimes for a `Send` task.
-        let work: Vec<_> = fetched
-            .iter()
-            .map(|((topic, partition), messages)| async move {
-                // A partition's messages, `max_batch` per transaction, in order.
-                let mut done = Batch::default();
-                for chunk in messages.chunks(self.settings.max_batch.max(1)) {
-                    done += self
-                        .apply_with_retries(topic, *partition, chunk, token)
-                        .await?;
-                }
-                anyhow::Ok(done)
-            })
-            .collect();
-        let batches: Vec<anyhow::Result<Batch>> = futures::stream::iter(work)
-            .buffer_unordered(self.settings.partition_concurrency.max(1))
-            .collect()
-            .await;
+        let max_batch = self.settings.max_batch.max(1);
         let mut total = Batch::default();
-        for batch in batches {
-            total += batch?;
-        }
-        // Mirror the stored offsets into Kafka for lag tools; correctness does not depend on it.
-        if let Err(error) = self.consumer.commit(&committed, CommitMode::Async) {
-            tracing::debug!(error = %error, "offset commit to Kafka failed");
+        let mut batch = Vec::with_capacity(max_batch);
+        while let Some(first) = queue.recv().await {
+            batch.push(first);
+            while batch.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            let permit = permits.acquire().await?;
+            total += self
+                .apply_with_retries(&topic, partition, &batch, &token)
+                .await?;
+            drop(permit);
+            let next = batch.last().map_or(0, |m| m.offset() + 1);
+            let mut committed = TopicPartitionList::new();
+            committed.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+            // Mirrored for lag tools; correctness does not depend on it.
+            if let Err(error) = self.consumer.commit(&committed, CommitMode::Async) {
+                tracing::debug!(error = %error, "offset commit to Kafka failed");
+            }
+            batch.clear();
         }
         Ok(total)
     }
@@ -383,25 +408,12 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
-/// Messages fetched for one batch, by topic and partition, in offset order.
-#[derive(Default)]
-struct Fetched {
-    by_partition: BTreeMap<(String, i32), Vec<OwnedMessage>>,
-    count: usize,
-}
-
-impl Fetched {
-    fn push(&mut self, message: Result<BorrowedMessage<'_>, KafkaError>) {
-        match message {
-            Ok(message) => {
-                self.by_partition
-                    .entry((message.topic().to_owned(), message.partition()))
-                    .or_default()
-                    .push(message.detach());
-                self.count += 1;
-            }
-            Err(error) => tracing::warn!(error = %error, "consumer error"),
-        }
+/// What a worker returned: its totals, its error, or its panic (resumed).
+fn finished(ended: Result<anyhow::Result<Batch>, tokio::task::JoinError>) -> anyhow::Result<Batch> {
+    match ended {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(error.into()),
     }
 }
 
