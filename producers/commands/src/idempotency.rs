@@ -43,6 +43,29 @@ pub struct Done<T> {
     pub replayed: bool,
 }
 
+/// Runs a command made of one statement: without a key, on a pooled
+/// connection with no explicit transaction (one statement is atomic on its
+/// own, and BEGIN/COMMIT would cost two more round trips); with a key, as
+/// [`run`] does.
+pub(crate) async fn run_statement<T, C>(
+    pool: &PgPool,
+    key: Option<&IdempotencyKey>,
+    command: C,
+) -> Result<Done<T>, CommandError>
+where
+    T: Serialize + DeserializeOwned,
+    C: AsyncFnOnce(&mut PgConnection) -> Result<T, CommandError>,
+{
+    if key.is_some() {
+        return run(pool, key, command).await;
+    }
+    let mut conn = pool.acquire().await?;
+    Ok(Done {
+        value: command(&mut conn).await?,
+        replayed: false,
+    })
+}
+
 /// Runs `command` in one transaction on `pool`, under `key` when given.
 pub(crate) async fn run<T, C>(
     pool: &PgPool,

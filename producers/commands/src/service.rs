@@ -137,7 +137,7 @@ impl Orders {
             currency: order.currency.code().to_owned(),
             total_minor,
         };
-        let done = idempotency::run(&self.pool, key, async move |tx: &mut PgConnection| {
+        let done = idempotency::run_statement(&self.pool, key, async move |tx: &mut PgConnection| {
             let line_nos: Vec<i32> = (1..=order.lines.len() as i32).collect();
             let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
             let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.get()).collect();
