@@ -102,8 +102,9 @@ pub struct ConsumerSettings {
     /// First wait before retrying a batch after a transient failure (doubles up to 30 s).
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    /// Partitions of one fetched batch applied at once, each in its own
-    /// transaction (and database connection); keep it below the pool size.
+    /// Partitions applied at once: each partition has a worker, and at most
+    /// this many hold a transaction (and a database connection) at a time;
+    /// keep it below the pool size.
     pub partition_concurrency: usize,
 }
 
