@@ -536,8 +536,15 @@ mod tests {
         router.clone().oneshot(request).await.expect("infallible")
     }
 
+    /// Tracing caches whether a callsite is enabled across threads: a test
+    /// running the guard without a subscriber, at the same time as the one
+    /// that captures the guard's logs, can leave its callsites disabled for
+    /// it. The two take turns.
+    static GUARD_CALLSITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn guards_let_through_refuse_or_challenge_by_credentials_and_scope() {
+        let _serial = GUARD_CALLSITES.lock().await;
         let router = guarded(two_tokens());
         let bearer = |secret: &str| format!("Bearer {secret}");
         let cases = [
@@ -596,7 +603,9 @@ mod tests {
             .with_writer(writer)
             .with_ansi(false)
             .finish();
+        let _serial = GUARD_CALLSITES.lock().await;
         let _logging = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
 
         let router = guarded(two_tokens());
         let wrong = "wrong-secret-0123456789";
