@@ -39,19 +39,14 @@ use tributary_schemas::{Topic, framing};
 
 use crate::{App, Settings};
 
-/// Headers a dead-letter topic adds (the consumer runtime's and the
-/// outbox's), and a redrive's own: none of them goes back to the original topic.
-const DEAD_LETTER_HEADERS: [&str; 9] = [
-    "original_topic",
-    "original_partition",
-    "original_offset",
-    "error",
-    "schema_id",
-    "consumer_group",
-    "dead_lettered_at",
-    REDRIVE_COUNT,
-    REDRIVEN_FROM,
-];
+/// Whether `key` is a header a dead-letter topic adds (the consumer
+/// runtime's and the outbox's) or a redrive's own: none of them goes back to
+/// the original topic.
+fn dead_letter_header(key: &str) -> bool {
+    tributary_consumer::DEAD_LETTER_HEADERS.contains(&key)
+        || key == REDRIVE_COUNT
+        || key == REDRIVEN_FROM
+}
 
 /// Headers of a dead letter written through the outbox by a handler (the
 /// process manager): they describe the dead letter, not the original event.
@@ -849,8 +844,7 @@ async fn redrive_one(
     let from = id.to_string();
     let mut headers = OwnedHeaders::new();
     for (key, value) in &letter.headers {
-        let own = DEAD_LETTER_HEADERS.contains(&key.as_str())
-            || (outbox && OUTBOX_HEADERS.contains(&key.as_str()));
+        let own = dead_letter_header(key) || (outbox && OUTBOX_HEADERS.contains(&key.as_str()));
         if !own {
             headers = headers.insert(Header {
                 key,

@@ -4,22 +4,7 @@ use serde_json::{Value, json};
 use tributary::Role;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, order_body};
-
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["status"], status);
-    assert!(
-        problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{problem}"
-    );
-    problem
-}
+use crate::helpers::{TestApp, order_body, problem};
 
 async fn refused(app: &TestApp, body: Value, field: &str) {
     let problem = problem(app.post("/orders", &body).await, 400).await;

@@ -17,24 +17,7 @@ use tributary::{
 use tributary_schemas::Topic;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, order_body};
-
-async fn ingest(app: &TestApp, topic: Topic, record: &str, key: &str, value: Value) {
-    let subject = format!("{}-{record}", app.app.topic(topic));
-    let response = app
-        .http
-        .post(format!("{}/ingest/{}", app.api, topic.name()))
-        .json(&json!({"subject": subject, "key": key, "value": value}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        202,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
-}
+use crate::helpers::{TestApp, eventually, ingest, order_body};
 
 fn captured(order_id: &str, amount: i64) -> Value {
     json!({"payment_id": "pay-1", "order_id": order_id, "amount_minor": amount, "currency": "EUR",

@@ -359,3 +359,37 @@ async fn seed_catalog(app: &App) {
         .await
         .expect("the test catalog");
 }
+
+/// Asserts `response` is a problem document with `status` and a detail; returns it.
+pub(crate) async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["status"], status);
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{problem}"
+    );
+    problem
+}
+
+/// POSTs an upstream event to the ingest endpoint as Avro JSON; asserts it was accepted.
+pub(crate) async fn ingest(app: &TestApp, topic: Topic, record: &str, key: &str, value: Value) {
+    let subject = format!("{}-{record}", app.app.topic(topic));
+    let response = app
+        .http
+        .post(format!("{}/ingest/{}", app.api, topic.name()))
+        .json(&serde_json::json!({"subject": subject, "key": key, "value": value}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        202,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}

@@ -27,7 +27,7 @@ use tributary_query::{
 use tributary_schemas::Topic;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, order_body, test_settings};
+use crate::helpers::{TestApp, eventually, order_body, problem, test_settings};
 
 // ---------------------------------------------------------------------------
 // Seeding and reading
@@ -223,21 +223,6 @@ fn as_csv_field(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["status"], status);
-    assert!(
-        problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{problem}"
-    );
-    problem
 }
 
 const ANALYST_SEED: &str = r#"

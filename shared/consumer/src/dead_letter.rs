@@ -20,7 +20,7 @@ use rdkafka::{
 use tributary_schemas::framing;
 
 /// Headers the dead-letter topic sets; copies of them on the original are replaced.
-const OWN_HEADERS: [&str; 7] = [
+pub const HEADERS: [&str; 7] = [
     "original_topic",
     "original_partition",
     "original_offset",
@@ -66,7 +66,7 @@ impl DeadLetters {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
-                if !OWN_HEADERS.contains(&header.key) {
+                if !HEADERS.contains(&header.key) {
                     headers = headers.insert(header);
                 }
             }
