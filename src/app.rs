@@ -250,9 +250,14 @@ impl App {
     pub async fn process_manager(&self) -> anyhow::Result<Consumer<ProcessManager>> {
         let ids = self.contract_ids().await?;
         let orders = Orders::new(self.pool.clone(), &ids, &self.settings.kafka.topic_prefix)?;
+        let group = self
+            .settings
+            .process_manager
+            .group_or(tributary_commands::process_manager::GROUP);
         let manager = ProcessManager::new(
             orders,
             AvroDecoder::new(self.registry_client()?, ids),
+            group.to_owned(),
             self.process_manager_dead_letters(),
         );
         let settings = &self.settings.process_manager;

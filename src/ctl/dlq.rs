@@ -48,8 +48,9 @@ fn dead_letter_header(key: &str) -> bool {
         || key == REDRIVEN_FROM
 }
 
-/// Headers of a dead letter written through the outbox by a handler (the
-/// process manager): they describe the dead letter, not the original event.
+/// Headers of a dead letter the process manager wrote through the outbox
+/// before it carried the original's headers on (no `consumer_group`): they
+/// describe the dead letter, not the original event.
 const OUTBOX_HEADERS: [&str; 3] = ["event_id", "producer", "occurred_at"];
 
 /// How many times a message has been redriven.

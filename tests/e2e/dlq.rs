@@ -208,8 +208,14 @@ async fn dead_letters_are_listed_shown_and_redriven_once_when_they_apply() {
         Some(format!("order {unknown} does not exist").as_str())
     );
     assert_eq!(
-        shown.headers["producer"].as_deref(),
-        Some("tributary-process-manager")
+        shown.headers["consumer_group"].as_deref(),
+        app.app.settings.process_manager.group_id.as_deref(),
+        "the process manager's dead letters carry the runtime's headers"
+    );
+    assert!(
+        shown.headers.contains_key("correlation_id"),
+        "and the original's: {:?}",
+        shown.headers
     );
 
     // The order is paid now, so the shipment applies.
@@ -281,7 +287,11 @@ async fn dead_letters_are_listed_shown_and_redriven_once_when_they_apply() {
     assert_eq!(copy.key, order_id);
     assert_eq!(copy.value, original.value);
     assert_eq!(copy.headers["redrive_count"], "1");
-    for dead_letter_header in ["original_topic", "original_offset", "error", "producer"] {
+    assert_eq!(
+        copy.headers["event_id"], original.headers["event_id"],
+        "the same event, with its own headers"
+    );
+    for dead_letter_header in tributary_consumer::DEAD_LETTER_HEADERS {
         assert!(
             !copy.headers.contains_key(dead_letter_header),
             "{dead_letter_header}: {:?}",

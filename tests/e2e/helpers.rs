@@ -285,12 +285,14 @@ impl TestApp {
                 })
                 .unwrap_or_default();
             let headers: HashMap<String, String> = headers;
-            distinct.insert(
+            // A relay's repeat is the same record; a redriven copy is another.
+            distinct.insert((
                 headers
                     .get("event_id")
                     .cloned()
                     .unwrap_or_else(|| message.offset().to_string()),
-            );
+                headers.get("redriven_from").cloned(),
+            ));
             records.push(Record {
                 partition: message.partition(),
                 offset: message.offset(),

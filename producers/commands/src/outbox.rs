@@ -54,6 +54,21 @@ pub struct OutboxRecord {
     pub headers: Map<String, Value>,
 }
 
+/// A consumed message as it was, for a dead letter.
+#[derive(Debug, Clone, Copy)]
+pub struct Original<'a> {
+    /// Its key.
+    pub key: &'a str,
+    /// Its bytes.
+    pub value: &'a [u8],
+    /// Its headers (values as text).
+    pub headers: &'a [(String, String)],
+    /// Where it was read: topic, partition, offset.
+    pub origin: (&'a str, i32, i64),
+    /// The writer schema id of its value, when it had one.
+    pub schema_id: Option<u32>,
+}
+
 impl OutboxRecord {
     /// Encodes `event` with the Confluent framing and the standard headers.
     pub fn new<E: Event>(route: &Route, event: &E, causation: &Causation) -> anyhow::Result<Self> {
@@ -86,40 +101,42 @@ impl OutboxRecord {
         })
     }
 
-    /// A message that could not be applied, for the dead-letter topic `topic`:
-    /// its key and bytes as they were, with where it came from and why.
-    pub fn dead_letter(
-        topic: &str,
-        key: &str,
-        value: &[u8],
-        origin: (&str, i32, i64),
-        schema_id: Option<u32>,
-        error: &str,
-        producer: &str,
-    ) -> Self {
+    /// A message that could not be applied, for the dead-letter topic of
+    /// consumer group `group`: its key, bytes and headers as they were, with
+    /// the headers the consumer runtime's dead letters carry (where it came
+    /// from, why, and when), so every dead letter reads and redrives alike.
+    pub fn dead_letter(original: &Original<'_>, topic: &str, group: &str, error: &str) -> Self {
         let event_id = Uuid::now_v7();
-        let (original_topic, partition, offset) = origin;
         let mut headers = Map::new();
-        headers.insert("event_id".into(), event_id.to_string().into());
+        for (name, value) in original.headers {
+            if !tributary_consumer::DEAD_LETTER_HEADERS.contains(&name.as_str()) {
+                headers.insert(name.clone(), value.clone().into());
+            }
+        }
+        // A message without an event id gets the dead letter's own.
+        headers
+            .entry("event_id")
+            .or_insert_with(|| event_id.to_string().into());
+        let (original_topic, partition, offset) = original.origin;
         headers.insert("original_topic".into(), original_topic.into());
         headers.insert("original_partition".into(), partition.to_string().into());
         headers.insert("original_offset".into(), offset.to_string().into());
         headers.insert("error".into(), error.into());
-        if let Some(id) = schema_id {
+        if let Some(id) = original.schema_id {
             headers.insert("schema_id".into(), id.to_string().into());
         }
-        headers.insert("producer".into(), producer.into());
+        headers.insert("consumer_group".into(), group.into());
         headers.insert(
-            "occurred_at".into(),
-            chrono::Utc::now()
+            "dead_lettered_at".into(),
+            Utc::now()
                 .to_rfc3339_opts(SecondsFormat::Millis, true)
                 .into(),
         );
         Self {
             event_id,
             topic: topic.to_owned(),
-            key: key.to_owned(),
-            value: value.to_vec(),
+            key: original.key.to_owned(),
+            value: original.value.to_vec(),
             headers,
         }
     }

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::{
     CommandError, Orders,
     domain::{Invalid, OrderStatus},
-    outbox::{Causation, OutboxRecord},
+    outbox::{Causation, Original, OutboxRecord},
     service::{Current, now_millis, transition},
 };
 
@@ -49,6 +49,8 @@ pub struct Upstream {
     event_id: Option<Uuid>,
     correlation_id: Option<Uuid>,
     traceparent: Option<String>,
+    /// Every header, as text: a dead letter carries them on.
+    headers: Vec<(String, String)>,
 }
 
 /// Applies upstream events to orders.
@@ -56,13 +58,16 @@ pub struct Upstream {
 pub struct ProcessManager {
     orders: Orders,
     avro: AvroDecoder,
+    group: String,
     dead_letters: String,
 }
 
 impl ProcessManager {
-    /// A process manager writing through `orders`, dead-lettering to `dead_letters`.
-    pub fn new(orders: Orders, avro: AvroDecoder, dead_letters: String) -> Self {
+    /// A process manager writing through `orders`, in consumer group
+    /// `group`, dead-lettering to `dead_letters`.
+    pub fn new(orders: Orders, avro: AvroDecoder, group: String, dead_letters: String) -> Self {
         Self {
+            group,
             orders,
             avro,
             dead_letters,
@@ -94,17 +99,16 @@ impl ProcessManager {
                     topic = %envelope.topic, partition = envelope.partition, offset = envelope.offset,
                     error = %reason, "upstream event does not apply; dead-lettered"
                 );
-                OutboxRecord::dead_letter(
-                    &self.dead_letters,
-                    &upstream.key,
-                    &upstream.value,
-                    (&envelope.topic, envelope.partition, envelope.offset),
-                    Some(upstream.schema_id),
-                    &reason,
-                    PRODUCER,
-                )
-                .append(conn)
-                .await?;
+                let original = Original {
+                    key: &upstream.key,
+                    value: &upstream.value,
+                    headers: &upstream.headers,
+                    origin: (&envelope.topic, envelope.partition, envelope.offset),
+                    schema_id: Some(upstream.schema_id),
+                };
+                OutboxRecord::dead_letter(&original, &self.dead_letters, &self.group, &reason)
+                    .append(conn)
+                    .await?;
                 "dead_lettered"
             }
         };
@@ -283,6 +287,18 @@ impl Handler for ProcessManager {
             event_id: header(message, "event_id").and_then(|v| Uuid::parse_str(v).ok()),
             correlation_id: header(message, "correlation_id").and_then(|v| Uuid::parse_str(v).ok()),
             traceparent: header(message, "traceparent").map(str::to_owned),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }))
     }
 
