@@ -933,10 +933,11 @@ async fn projections_show_a_live_projector_with_no_lag_and_a_rebuild_in_progress
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_count_the_lag_from_stored_offsets_or_the_low_watermark() {
-    let app = TestApp::spawn(&[Role::Api, Role::Relay, Role::Query]).await;
-    // Each event is published before the next command: tansu counts a
-    // producer batch of several records to one partition as one in its
-    // watermarks, and the lag is counted from them.
+    let mut settings = test_settings().await;
+    // The whole suite loads the broker: give its watermarks time to answer.
+    settings.query.kafka_timeout = Duration::from_secs(10);
+    let app = TestApp::spawn_with(settings, &[Role::Api, Role::Relay, Role::Query]).await;
+    // Each event is on Kafka before the next command.
     let published = |n: i64| {
         let app = &app;
         async move {
