@@ -1,20 +1,6 @@
 //! The binary refuses bad configuration with one line naming the key, and a non-zero exit.
 
-use std::process::Command;
-
-fn tributary(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(args)
-        .env_remove("KAFKA_BROKERS")
-        .envs(env.iter().copied())
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use crate::helpers::tributary;
 
 #[test]
 fn a_bad_value_is_refused_in_one_line_naming_the_key() {

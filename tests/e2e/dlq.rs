@@ -2,7 +2,7 @@
 //! letters: listed and filtered, decoded through the registry, redriven once
 //! when they apply, and stopped by the loop guard when they keep failing.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use base64::Engine as _;
 use rdkafka::{
@@ -17,24 +17,11 @@ use tributary::{
 use tributary_schemas::Topic;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, ingest, order_body};
-
-fn captured(order_id: &str, amount: i64) -> Value {
-    json!({"payment_id": "pay-1", "order_id": order_id, "amount_minor": amount, "currency": "EUR",
-           "captured_at": 1_732_406_400_000_i64})
-}
+use crate::helpers::{TestApp, captured, eventually, ingest, order_body, status, tributary};
 
 fn dispatched(order_id: &str) -> Value {
     json!({"shipment_id": "shp-1", "order_id": order_id, "carrier": "DHL", "tracking_number": "JD1",
            "dispatched_at": 1_732_406_500_000_i64})
-}
-
-async fn status(app: &TestApp, order_id: &str) -> (String, i32) {
-    sqlx::query_as("SELECT status, version FROM commands.orders WHERE order_id = $1::uuid")
-        .bind(order_id)
-        .fetch_one(&app.app.pool)
-        .await
-        .unwrap()
 }
 
 fn group(app: &TestApp) -> String {
@@ -102,7 +89,7 @@ async fn dead_letters_are_listed_shown_and_redriven_once_when_they_apply() {
         Topic::Payments,
         "payments.PaymentCaptured",
         &unknown,
-        captured(&unknown, 3399),
+        captured(&unknown, 3399, "EUR"),
     )
     .await;
     ingest(
@@ -224,7 +211,7 @@ async fn dead_letters_are_listed_shown_and_redriven_once_when_they_apply() {
         Topic::Payments,
         "payments.PaymentCaptured",
         &order_id,
-        captured(&order_id, 3399),
+        captured(&order_id, 3399, "EUR"),
     )
     .await;
     eventually(Duration::from_secs(30), "the order paid", || async {
@@ -336,7 +323,7 @@ async fn the_loop_guard_stops_a_payment_that_keeps_failing() {
         Topic::Payments,
         "payments.PaymentCaptured",
         &never,
-        captured(&never, 500),
+        captured(&never, 500, "EUR"),
     )
     .await;
     let first = list_until(&app, &Filter::default(), 1).await.remove(0);
@@ -407,35 +394,35 @@ async fn the_loop_guard_stops_a_payment_that_keeps_failing() {
 /// Runs the built binary against the test's database, broker and registry.
 fn ctl(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let settings = &app.app.settings;
-    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["ctl", "dlq"])
-        .args(args)
-        .env("DATABASE_URL", settings.database.url.expose())
-        .env("KAFKA_BROKERS", app.app.cluster.bootstrap_servers())
-        .env(
+    let env = [
+        ("DATABASE_URL", settings.database.url.expose().to_owned()),
+        ("KAFKA_BROKERS", app.app.cluster.bootstrap_servers()),
+        (
             "TRIBUTARY__KAFKA__TOPIC_PREFIX",
-            &settings.kafka.topic_prefix,
-        )
-        .env("TRIBUTARY__REGISTRY__URL", &settings.registry.url)
-        .env(
+            settings.kafka.topic_prefix.clone(),
+        ),
+        ("TRIBUTARY__REGISTRY__URL", settings.registry.url.clone()),
+        (
             "TRIBUTARY__REGISTRY__TOKEN",
-            settings.registry.token.as_ref().unwrap().expose(),
-        )
-        .env(
+            settings
+                .registry
+                .token
+                .as_ref()
+                .unwrap()
+                .expose()
+                .to_owned(),
+        ),
+        (
             "TRIBUTARY__PROJECTOR__GROUP_ID",
-            settings.projector.group_id.as_deref().unwrap(),
-        )
-        .env(
+            settings.projector.group_id.clone().unwrap(),
+        ),
+        (
             "TRIBUTARY__PROCESS_MANAGER__GROUP_ID",
-            settings.process_manager.group_id.as_deref().unwrap(),
-        )
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+            settings.process_manager.group_id.clone().unwrap(),
+        ),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    tributary(&env, &[&["ctl", "dlq"][..], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,20 +614,6 @@ async fn a_poison_pill_redriven_and_dead_lettered_again_keeps_its_redrive_count(
     app.stop().await.unwrap();
 }
 
-fn binary(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["ctl", "dlq"])
-        .args(args)
-        .env_remove("KAFKA_BROKERS")
-        .output()
-        .expect("the binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn bad_input_is_refused_in_one_line_before_anything_is_sent() {
     // Refused by the argument parser: exit code 2, the reason on the first line.
@@ -655,7 +628,7 @@ fn bad_input_is_refused_in_one_line_before_anything_is_sent() {
             "--max-redrives",
         ),
     ] {
-        let (code, stdout, stderr) = binary(args);
+        let (code, stdout, stderr) = tributary(&[], &[&["ctl", "dlq"][..], args].concat());
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         let first = stderr.lines().next().unwrap_or_default();
@@ -669,7 +642,7 @@ fn bad_input_is_refused_in_one_line_before_anything_is_sent() {
         &["list", "--group", "nope"][..],
         &["redrive", "--group", "nope"][..],
     ] {
-        let (code, stdout, stderr) = binary(args);
+        let (code, stdout, stderr) = tributary(&[], &[&["ctl", "dlq"][..], args].concat());
         assert_eq!(code, 1, "{args:?}: {stderr}");
         assert!(stdout.is_empty(), "{args:?}: {stdout}");
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

@@ -395,3 +395,34 @@ pub(crate) async fn ingest(app: &TestApp, topic: Topic, record: &str, key: &str,
         response.text().await.unwrap_or_default()
     );
 }
+
+/// Runs the built binary with `env` on top of the test process's (without
+/// `KAFKA_BROKERS`): exit code, stdout, stderr.
+pub(crate) fn tributary(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(args)
+        .env_remove("KAFKA_BROKERS")
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A `PaymentCaptured` as Avro JSON, for the ingest endpoint.
+pub(crate) fn captured(order_id: &str, amount: i64, currency: &str) -> Value {
+    serde_json::json!({"payment_id": "pay-1", "order_id": order_id, "amount_minor": amount, "currency": currency,
+           "captured_at": 1_732_406_400_000_i64})
+}
+
+/// An order's status and version in the write model.
+pub(crate) async fn status(app: &TestApp, order_id: &str) -> (String, i32) {
+    sqlx::query_as("SELECT status, version FROM commands.orders WHERE order_id = $1::uuid")
+        .bind(order_id)
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap()
+}

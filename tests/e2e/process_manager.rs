@@ -8,20 +8,7 @@ use tributary::Role;
 use tributary_schemas::Topic;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, ingest, order_body};
-
-fn captured(order_id: &str, amount: i64, currency: &str) -> Value {
-    json!({"payment_id": "pay-1", "order_id": order_id, "amount_minor": amount, "currency": currency,
-           "captured_at": 1_732_406_400_000_i64})
-}
-
-async fn status(app: &TestApp, order_id: &str) -> (String, i32) {
-    sqlx::query_as("SELECT status, version FROM commands.orders WHERE order_id = $1::uuid")
-        .bind(order_id)
-        .fetch_one(&app.app.pool)
-        .await
-        .unwrap()
-}
+use crate::helpers::{TestApp, captured, eventually, ingest, order_body, status};
 
 async fn read_model_status(app: &TestApp, order_id: &str, wanted: &str) -> Value {
     eventually(
