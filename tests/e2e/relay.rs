@@ -160,16 +160,82 @@ async fn the_relay_wakes_on_notification_without_waiting_for_its_poll() {
     let mut settings = test_settings().await;
     settings.relay.poll_interval = Duration::from_secs(30);
     let app = TestApp::spawn_with(settings, &[Role::Api, Role::Relay]).await;
-    // Let the relay take the lead and find the outbox empty.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    app.place_order(&order_body(Uuid::now_v7(), &[("SKU-1", 1, 100)]))
+    // Bursts of concurrent commands with pauses between: the relay turns
+    // busy (inserts stop notifying), finds the outbox empty, asks to be woken
+    // again, and each burst is published long before the 30 s poll.
+    for burst in 1..=3 {
+        // Let the relay find the outbox empty.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        futures::future::join_all((0..20).map(|i| {
+            let app = &app;
+            async move {
+                app.place_order(&order_body(Uuid::now_v7(), &[("SKU-1", 1, 100 + i)]))
+                    .await
+            }
+        }))
         .await;
-    eventually(
-        Duration::from_secs(5),
-        "the order published long before the 30 s poll",
-        || async { (published(&app).await == (1, 1)).then_some(()) },
-    )
-    .await;
+        eventually(
+            Duration::from_secs(5),
+            "the burst published long before the 30 s poll",
+            || async { (published(&app).await == (20 * burst, 20 * burst)).then_some(()) },
+        )
+        .await;
+    }
+    app.stop().await.unwrap();
+}
+
+/// An outbox row written directly, as PlaceOrder's statement would.
+const INSERT_OUTBOX_ROW: &str = "INSERT INTO commands.outbox (event_id, topic, key, value, headers)
+     VALUES (gen_random_uuid(), 'orders', 'k', '\\x00', '{}')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_notify_only_an_idle_relay_and_going_idle_waits_for_inserts_in_flight() {
+    let app = TestApp::spawn_with(test_settings().await, &[]).await;
+    let pool = &app.app.pool;
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .unwrap();
+    listener.listen(tributary_relay::CHANNEL).await.unwrap();
+    let mut relay = pool.acquire().await.unwrap();
+
+    // A busy relay: inserts do not notify.
+    tributary_relay::set_idle(&mut *relay, false).await.unwrap();
+    sqlx::query(INSERT_OUTBOX_ROW).execute(pool).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "an insert notified a busy relay"
+    );
+
+    // An insert that read the flag unset and has not committed yet: going
+    // idle waits for it, so the relay's next look at the outbox sees it.
+    let mut in_flight = pool.begin().await.unwrap();
+    sqlx::query(INSERT_OUTBOX_ROW)
+        .execute(&mut *in_flight)
+        .await
+        .unwrap();
+    let going_idle = tokio::spawn(async move {
+        tributary_relay::set_idle(&mut *relay, true).await.unwrap();
+        relay
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !going_idle.is_finished(),
+        "the relay went idle before an insert in flight committed"
+    );
+    in_flight.commit().await.unwrap();
+    let _relay = tokio::time::timeout(Duration::from_secs(5), going_idle)
+        .await
+        .expect("the relay goes idle once the insert committed")
+        .unwrap();
+
+    // An idle relay: the next insert notifies it.
+    sqlx::query(INSERT_OUTBOX_ROW).execute(pool).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("an insert notifies an idle relay")
+        .unwrap();
     app.stop().await.unwrap();
 }
 

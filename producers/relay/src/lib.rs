@@ -10,6 +10,10 @@
 //!   delivery is at-least-once and consumers are idempotent.
 //! - One relay publishes at a time: the leader holds a PostgreSQL advisory
 //!   lock on its own connection; standbys take over when that connection dies.
+//! - A busy relay reads the outbox round after round; only after a round
+//!   found nothing does it ask inserts to NOTIFY it (a flag the outbox
+//!   trigger reads), because a NOTIFY serializes the commits of concurrent
+//!   commands. Polling every `poll_interval` is the fallback.
 
 use std::time::Duration;
 
@@ -27,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The advisory lock key of the relay leader ("tributary relay").
 const LEADER_LOCK: i64 = 0x7472_6962_7265_6c61;
+
+/// The advisory lock every inserting transaction holds shared while it reads
+/// the relay's idle flag ("tribwake"; the outbox trigger names the same key).
+const WAKE_LOCK: i64 = 0x7472_6962_7761_6b65;
 
 /// The channel the outbox's insert trigger notifies (see the command side's migrations).
 pub const CHANNEL: &str = "tributary_outbox";
@@ -200,8 +208,22 @@ impl Relay {
         let mut cleanup = tokio::time::interval(self.settings.cleanup_interval);
         cleanup.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut reported = None::<Instant>;
+        // Whether inserts are asked to notify: only once a round found nothing.
+        let mut idle = false;
+        set_idle(conn, idle).await?;
         while !token.is_cancelled() {
             let round = self.publish_round(conn).await?;
+            let found = round.published + round.failed > 0;
+            if found && idle {
+                set_idle(conn, false).await?;
+                idle = false;
+            } else if !found && !idle {
+                // Ask to be woken, then look once more: an insert that read
+                // the flag before it was set is committed by now.
+                set_idle(conn, true).await?;
+                idle = true;
+                continue;
+            }
             if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                 let (count, age) = backlog(&mut *conn).await?;
                 metrics::gauge!("tributary_relay_backlog_events").set(count as f64);
@@ -214,7 +236,8 @@ impl Relay {
                     "deliveries failed; retrying shortly with a new producer"
                 );
                 self.renew_producer()?;
-            } else if round.published as i64 == self.settings.batch_size {
+            } else if found {
+                // Busy: inserts do not notify, so read again straight away.
                 continue;
             }
             let wait = if round.failed > 0 {
@@ -329,6 +352,26 @@ impl Relay {
     pub async fn connection(&self) -> anyhow::Result<PgConnection> {
         Ok(self.pool.acquire().await?.detach())
     }
+}
+
+/// Tells inserting transactions whether to notify (the leader calls it; public
+/// for tests). Setting the flag then waits, on the exclusive side of the wake
+/// lock, for every inserting transaction that may have read it unset (see
+/// migration 2005).
+pub async fn set_idle(conn: &mut PgConnection, idle: bool) -> anyhow::Result<()> {
+    sqlx::query("UPDATE commands.relay_wake SET idle = $1")
+        .bind(idle)
+        .execute(&mut *conn)
+        .await
+        .context("setting the relay's idle flag")?;
+    if idle {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(WAKE_LOCK)
+            .execute(&mut *conn)
+            .await
+            .context("waiting for inserts in flight")?;
+    }
+    Ok(())
 }
 
 /// Rows not yet published, and the age in seconds of the oldest.
