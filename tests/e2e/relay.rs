@@ -199,7 +199,7 @@ async fn inserts_notify_only_an_idle_relay_and_going_idle_waits_for_inserts_in_f
     let mut relay = pool.acquire().await.unwrap();
 
     // A busy relay: inserts do not notify.
-    tributary_relay::set_idle(&mut *relay, false).await.unwrap();
+    tributary_relay::set_idle(&mut relay, false).await.unwrap();
     sqlx::query(INSERT_OUTBOX_ROW).execute(pool).await.unwrap();
     assert!(
         tokio::time::timeout(Duration::from_millis(300), listener.recv())
@@ -216,7 +216,7 @@ async fn inserts_notify_only_an_idle_relay_and_going_idle_waits_for_inserts_in_f
         .await
         .unwrap();
     let going_idle = tokio::spawn(async move {
-        tributary_relay::set_idle(&mut *relay, true).await.unwrap();
+        tributary_relay::set_idle(&mut relay, true).await.unwrap();
         relay
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
