@@ -14,16 +14,18 @@ use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
 use tributary_relay::Relay;
 use tributary_schemas::Topic;
+use tributary_tasks::{Enqueuer, Priority, Worker, WorkerWiring};
 use uuid::Uuid;
 
 use crate::Settings;
 
 /// Every crate's migrations, applied as one ordered set.
-pub const MIGRATORS: [&Migrator; 4] = [
+pub const MIGRATORS: [&Migrator; 5] = [
     &tributary_consumer::MIGRATOR,
     &tributary_registry::MIGRATOR,
     &tributary_commands::MIGRATOR,
     &tributary_projector::MIGRATOR,
+    &tributary_tasks::MIGRATOR,
 ];
 
 /// How long a role waits for the registry at start-up.
@@ -38,8 +40,12 @@ pub struct App {
     pub pool: PgPool,
     /// The Kafka cluster (external, or the in-process mock).
     pub cluster: Arc<Cluster>,
+    /// The tasks this process can run and enqueue.
+    pub tasks: tributary_tasks::Catalog,
     /// The contract's schema ids, registered once per process.
     contract: Arc<tokio::sync::OnceCell<ContractIds>>,
+    /// The task enqueuer (argument schemas registered), built once per process.
+    enqueuer: Arc<tokio::sync::OnceCell<Enqueuer>>,
 }
 
 /// Gives `settings` one fresh token with every scope, for a process that is
@@ -90,6 +96,8 @@ pub enum Role {
     ProcessManager,
     /// The query API (HTTP).
     Query,
+    /// The task worker: runs tasks, forwards delayed ones.
+    Worker,
     /// The schema registry (HTTP).
     Registry,
     /// Every role in one process.
@@ -106,7 +114,9 @@ impl App {
             settings,
             pool,
             cluster,
+            tasks: tributary_tasks::Catalog::new(),
             contract: Arc::default(),
+            enqueuer: Arc::default(),
         })
     }
 
@@ -115,6 +125,11 @@ impl App {
         let mut names: Vec<String> = Topic::ALL.iter().map(|t| self.topic(*t)).collect();
         names.push(self.process_manager_dead_letters());
         names.push(self.projector_dead_letters());
+        names.extend(Priority::ALL.map(|p| self.settings.kafka.topic(&p.topic())));
+        names.extend(
+            tributary_tasks::wire::DELAYS.map(|d| self.settings.kafka.topic(&self.delay_topic(d))),
+        );
+        names.push(self.dead_letters_of(self.settings.tasks.group()));
         self.cluster
             .ensure_topics(&self.settings.kafka, &names)
             .await
@@ -173,9 +188,12 @@ impl App {
             .create()
             .context("creating the ingest endpoint's Kafka producer")?;
         let ingest = tributary_ingest::Ingest::new(self.registry_client()?, producer, prefix);
+        let tasks =
+            tributary_tasks::api::router(self.pool.clone(), self.enqueuer().await?, auth.clone());
         Ok(
             tributary_commands::router(state, &self.settings.api, auth.clone())
-                .merge(tributary_ingest::router(ingest, auth)),
+                .merge(tributary_ingest::router(ingest, auth))
+                .merge(tasks),
         )
     }
 
@@ -210,6 +228,85 @@ impl App {
             projection,
             &wiring,
             self.settings.projector.clone(),
+        )
+    }
+
+    /// The delay topic of `delay` (before the deployment prefix).
+    fn delay_topic(&self, delay: Duration) -> String {
+        tributary_tasks::wire::delay_topic(self.settings.tasks.group(), delay)
+    }
+
+    /// The task enqueuer: registers every task's argument schema the first
+    /// time it is asked (needs a `registry.token` with the admin scope).
+    pub async fn enqueuer(&self) -> anyhow::Result<Enqueuer> {
+        let enqueuer = self
+            .enqueuer
+            .get_or_try_init(|| async {
+                let bootstrap = self.cluster.bootstrap_servers();
+                Enqueuer::register(
+                    self.tasks.clone(),
+                    &self.registry_client()?,
+                    &self.settings.kafka.topic_prefix,
+                    self.settings.tasks.clone(),
+                    &self
+                        .settings
+                        .kafka
+                        .producer_config(&bootstrap, self.settings.tasks.group()),
+                )
+                .await
+            })
+            .await?;
+        Ok(enqueuer.clone())
+    }
+
+    /// A task worker over every queue and delay topic.
+    pub async fn task_worker(&self) -> anyhow::Result<Worker> {
+        let bootstrap = self.cluster.bootstrap_servers();
+        let group = self.settings.tasks.group();
+        let consumer = |name: &str| {
+            let mut config = self.settings.kafka.consumer_config(&bootstrap, name);
+            // A busy worker pauses its partitions: a small prefetch is enough.
+            config.set("queued.max.messages.kbytes", "16384");
+            config
+        };
+        let wiring = WorkerWiring {
+            queues: Priority::ALL
+                .map(|p| {
+                    (
+                        p,
+                        self.settings.kafka.topic(&p.topic()),
+                        consumer(&format!("{group}.{p}")),
+                    )
+                })
+                .into(),
+            delays: tributary_tasks::wire::DELAYS
+                .map(|d| {
+                    let topic = self.delay_topic(d);
+                    (
+                        d,
+                        self.settings.kafka.topic(&topic),
+                        consumer(&format!(
+                            "{group}.delay.{}",
+                            tributary_tasks::wire::delay_name(d)
+                        )),
+                    )
+                })
+                .into(),
+            dead_letters: tributary_consumer::DeadLetters::new(
+                &self
+                    .settings
+                    .kafka
+                    .producer_config(&bootstrap, &format!("{group}.dlq")),
+                self.dead_letters_of(group),
+                group.to_owned(),
+            )?,
+        };
+        Worker::new(
+            self.pool.clone(),
+            self.enqueuer().await?,
+            self.registry_client()?,
+            wiring,
+            self.settings.tasks.clone(),
         )
     }
 
@@ -292,7 +389,7 @@ impl App {
         }
         if matches!(
             role,
-            Role::Relay | Role::Projector | Role::ProcessManager | Role::All
+            Role::Relay | Role::Projector | Role::ProcessManager | Role::Worker | Role::All
         ) {
             self.ensure_topics().await?;
         }
@@ -315,6 +412,11 @@ impl App {
             shutdown.spawn("process-manager", async move {
                 manager.run(token).await.map(drop)
             });
+        }
+        if matches!(role, Role::Worker | Role::All) {
+            let worker = self.task_worker().await?;
+            let token = token.clone();
+            shutdown.spawn("worker", async move { worker.run(token).await.map(drop) });
         }
         if matches!(role, Role::Api | Role::All) {
             let listener = or_bind(api, self.settings.api.listen).await?;

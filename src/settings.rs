@@ -13,6 +13,7 @@ use tributary_platform::{
 use tributary_query::QuerySettings;
 use tributary_registry::RegistrySettings;
 use tributary_relay::RelaySettings;
+use tributary_tasks::TaskSettings;
 
 /// Every section of the configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -39,6 +40,8 @@ pub struct Settings {
     pub process_manager: ConsumerSettings,
     /// The query API.
     pub query: QuerySettings,
+    /// The task worker and enqueueing.
+    pub tasks: TaskSettings,
 }
 
 #[cfg(test)]

@@ -231,7 +231,8 @@ impl Serialize for DlqId {
 struct Group {
     name: String,
     /// The topics the group consumes: the only places a redrive may produce to.
-    inputs: Vec<Topic>,
+    /// (Their names before the deployment's topic prefix.)
+    inputs: Vec<String>,
 }
 
 /// The consumer groups we run, named from settings the way [`App`] names them.
@@ -242,14 +243,29 @@ fn groups(settings: &Settings) -> Vec<Group> {
                 .projector
                 .group_or(tributary_projector::GROUP)
                 .to_owned(),
-            inputs: vec![Topic::Orders],
+            inputs: vec![Topic::Orders.name().to_owned()],
         },
         Group {
             name: settings
                 .process_manager
                 .group_or(tributary_commands::process_manager::GROUP)
                 .to_owned(),
-            inputs: vec![Topic::Payments, Topic::Shipments],
+            inputs: vec![
+                Topic::Payments.name().to_owned(),
+                Topic::Shipments.name().to_owned(),
+            ],
+        },
+        Group {
+            name: settings.tasks.group().to_owned(),
+            // Tasks go back to their queues; a delayed one to its delay topic.
+            inputs: tributary_tasks::Priority::ALL
+                .map(|p| p.topic())
+                .into_iter()
+                .chain(
+                    tributary_tasks::wire::DELAYS
+                        .map(|d| tributary_tasks::wire::delay_topic(settings.tasks.group(), d)),
+                )
+                .collect(),
         },
     ]
 }
@@ -701,7 +717,11 @@ pub async fn redrive(
         bail!("the rate must be at least 1 per second");
     }
     let dlq_topic = app.dead_letters_of(&group.name);
-    let inputs: Vec<String> = group.inputs.iter().map(|t| app.topic(*t)).collect();
+    let inputs: Vec<String> = group
+        .inputs
+        .iter()
+        .map(|name| app.settings.kafka.topic(name))
+        .collect();
 
     // Held until the end: a second redrive of this topic waits for no one, it refuses.
     let mut lock = app

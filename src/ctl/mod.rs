@@ -5,6 +5,7 @@
 pub mod analyst;
 pub mod dlq;
 pub mod projection;
+pub mod task;
 
 use clap::Subcommand;
 
@@ -22,6 +23,9 @@ pub enum CtlCommand {
     /// Dead letters: list, show, redrive.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Tasks: enqueue, show, list.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
 }
 
 /// Runs an operator command.
@@ -30,5 +34,6 @@ pub async fn run(settings: Settings, command: CtlCommand) -> anyhow::Result<()> 
         CtlCommand::Projection(command) => projection::run(settings, command).await,
         CtlCommand::Analyst(command) => analyst::run(settings, command).await,
         CtlCommand::Dlq(command) => dlq::run(settings, command).await,
+        CtlCommand::Task(command) => task::run(settings, command).await,
     }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn test_settings() -> Settings {
     settings.kafka.session_timeout = Duration::from_secs(6);
     settings.projector.group_id = Some(format!("projector-{unique}"));
     settings.process_manager.group_id = Some(format!("process-manager-{unique}"));
+    settings.tasks.group_id = Some(format!("tasks-{unique}"));
     settings.relay.retry_interval = Duration::from_millis(100);
     tributary::app::own_token(&mut settings);
     settings
@@ -57,13 +58,23 @@ pub(crate) struct TestApp {
 
 impl TestApp {
     /// Spawns `roles` (the registry always runs) over `settings`.
-    pub(crate) async fn spawn_with(mut settings: Settings, roles: &[Role]) -> Self {
+    pub(crate) async fn spawn_with(settings: Settings, roles: &[Role]) -> Self {
+        Self::spawn_with_tasks(settings, roles, tributary_tasks::Catalog::new()).await
+    }
+
+    /// Spawns `roles` over `settings`, with `tasks` as the tasks the process knows.
+    pub(crate) async fn spawn_with_tasks(
+        mut settings: Settings,
+        roles: &[Role],
+        tasks: tributary_tasks::Catalog,
+    ) -> Self {
         let mut listeners = Listeners::ephemeral(&mut settings)
             .await
             .expect("listeners");
-        let app = App::connect(settings, false)
+        let mut app = App::connect(settings, false)
             .await
             .expect("connecting the app");
+        app.tasks = tasks;
         app.ensure_topics().await.expect("topics");
         seed_catalog(&app).await;
         let mut shutdown = Shutdown::new();

@@ -21,4 +21,5 @@ mod relay;
 mod schema_evolution;
 mod shop;
 mod simulate;
+mod tasks;
 mod walking_skeleton;

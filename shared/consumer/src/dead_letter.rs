@@ -31,14 +31,25 @@ pub const HEADERS: [&str; 7] = [
 ];
 
 /// Produces a consumer group's dead letters.
-pub(crate) struct DeadLetters {
+#[derive(Clone)]
+pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
     group: String,
 }
 
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DeadLetters {
-    pub(crate) fn new(config: &ClientConfig, topic: String, group: String) -> anyhow::Result<Self> {
+    /// A producer of `group`'s dead letters to `topic`.
+    pub fn new(config: &ClientConfig, topic: String, group: String) -> anyhow::Result<Self> {
         let producer = config
             .create()
             .context("creating the dead-letter producer")?;
@@ -50,12 +61,12 @@ impl DeadLetters {
     }
 
     /// The topic dead letters go to.
-    pub(crate) fn topic(&self) -> &str {
+    pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// Produces `message` with `error`, and waits for the broker to have it.
-    pub(crate) async fn send(&self, message: &OwnedMessage, error: &str) -> anyhow::Result<()> {
+    pub async fn send(&self, message: &OwnedMessage, error: &str) -> anyhow::Result<()> {
         let schema_id = message
             .payload()
             .and_then(|payload| framing::split(payload).ok())

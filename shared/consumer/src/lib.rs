@@ -29,7 +29,7 @@ use sqlx::PgConnection;
 use std::time::Duration;
 
 pub use avro::{AvroDecoder, Decoded};
-pub use dead_letter::HEADERS as DEAD_LETTER_HEADERS;
+pub use dead_letter::{DeadLetters, HEADERS as DEAD_LETTER_HEADERS};
 pub use failure::{BadInput, Failure, Fatal};
 pub use offsets::applied;
 pub use runtime::{Batch, Consumer, Wiring};

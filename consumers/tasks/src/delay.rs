@@ -1,0 +1,144 @@
+//! Durable delays: countdowns, ETAs and retries wait in delay topics.
+//!
+//! A delay topic (`<group>.retry.<delay>`) holds task messages whose
+//! `due_at` lies ahead. Its forwarder reads one message at a time, waits
+//! until it is due, or until it has waited the topic's delay when it is due
+//! later than that (then it hops to the delay topic its remaining wait fits),
+//! produces it on, waits for the broker's acknowledgement and only then
+//! commits its offset: a crash repeats a forward, it never loses one.
+//!
+//! A message waits behind the one before it on its partition. Messages go to
+//! the topic of the longest delay not above their wait, so one comes due at
+//! most about a delay's width (1 s, 10 s, 1 min, 10 min, 1 h) after its
+//! `due_at` in the worst case, and within a second or two in practice.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    ClientConfig, Message, Offset, TopicPartitionList,
+    consumer::{CommitMode, Consumer as _, StreamConsumer},
+    message::OwnedMessage,
+};
+use tokio_util::sync::CancellationToken;
+use tributary_consumer::DeadLetters;
+
+use crate::{
+    Enqueuer,
+    wire::{self, TaskHeaders},
+};
+
+/// Moves a delay topic's messages on when they are due.
+#[derive(Clone)]
+pub(crate) struct Forwarder {
+    delay: Duration,
+    consumer: Arc<StreamConsumer>,
+    enqueuer: Enqueuer,
+    dead_letters: DeadLetters,
+}
+
+impl Forwarder {
+    /// A forwarder of `topic` (holding waits of `delay` and up) with `config`.
+    pub(crate) fn new(
+        delay: Duration,
+        topic: &str,
+        config: &ClientConfig,
+        enqueuer: Enqueuer,
+        dead_letters: DeadLetters,
+    ) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer = config
+            .create()
+            .with_context(|| format!("creating the consumer of {topic}"))?;
+        consumer
+            .subscribe(&[topic])
+            .with_context(|| format!("subscribing to {topic}"))?;
+        Ok(Self {
+            delay,
+            consumer: Arc::new(consumer),
+            enqueuer,
+            dead_letters,
+        })
+    }
+
+    /// Forwards until `token` is cancelled; the message it was waiting for
+    /// stays uncommitted (it is read again).
+    pub(crate) async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let message = tokio::select! {
+                () = token.cancelled() => break,
+                message = self.consumer.recv() => match message {
+                    Ok(message) => message.detach(),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "delay consumer error");
+                        continue;
+                    }
+                },
+            };
+            let task = match TaskHeaders::read(&message) {
+                Ok(task) => task,
+                Err(error) => {
+                    let reason = format!("not a task message: {error}");
+                    let mut backoff = Duration::from_millis(100);
+                    while let Err(error) = self.dead_letters.send(&message, &reason).await {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "dead-lettering failed; trying again"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                    self.commit(&message);
+                    continue;
+                }
+            };
+            let now = Utc::now();
+            let due = task.due_at.unwrap_or(now);
+            let waited_enough = written_at(&message).map(|at| at + self.delay);
+            let until = match waited_enough {
+                Some(hop) if hop < due => hop,
+                _ => due,
+            };
+            if let Ok(wait) = (until - now).to_std() {
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            let value = message.payload().unwrap_or_default().to_vec();
+            let onward = self.enqueuer.outgoing(task, value, wire::carried(&message));
+            let mut backoff = Duration::from_millis(100);
+            while let Err(error) = self.enqueuer.send(&onward).await {
+                tracing::warn!(error = format!("{error:#}"), task_id = %onward.task_id, "forwarding a delayed task failed; trying again");
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            self.commit(&message);
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    fn commit(&self, message: &OwnedMessage) {
+        let mut list = TopicPartitionList::new();
+        let added = list.add_partition_offset(
+            message.topic(),
+            message.partition(),
+            Offset::Offset(message.offset() + 1),
+        );
+        if let Err(error) = added.and_then(|()| self.consumer.commit(&list, CommitMode::Async)) {
+            tracing::debug!(error = %error, "committing a delay offset failed");
+        }
+    }
+}
+
+/// When the broker (or the producer) stamped the message.
+fn written_at(message: &OwnedMessage) -> Option<DateTime<Utc>> {
+    message
+        .timestamp()
+        .to_millis()
+        .and_then(DateTime::from_timestamp_millis)
+}

@@ -1,0 +1,372 @@
+//! Enqueueing: inside the caller's transaction through the outbox, or
+//! straight to Kafka.
+//!
+//! [`Enqueuer::enqueue_in`] writes the task message to `commands.outbox`
+//! and a `pending` row to `tasks.results` in the caller's transaction: the
+//! task exists exactly when the change that asked for it commits, and the
+//! relay publishes it (in order, at least once). A countdown or an ETA sends
+//! the message to a delay topic first.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    ClientConfig,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+use sqlx::PgConnection;
+use tributary_registry::RegistryClient;
+use tributary_schemas::framing;
+use uuid::Uuid;
+
+use crate::{
+    Catalog, Priority, Task, TaskSettings,
+    definition::{ArgsError, encode_args},
+    wire::{self, TaskHeaders},
+};
+
+/// A task to enqueue.
+#[derive(Debug, Clone)]
+pub struct Enqueue {
+    /// The task's name.
+    pub task: String,
+    /// Its arguments, an Avro datum of the task's record.
+    pub args: Vec<u8>,
+    /// Its queue.
+    pub priority: Priority,
+    /// Not before (a countdown or an ETA); `None` runs it as soon as a worker is free.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Attempts in all (default: `tasks.max_attempts`).
+    pub max_attempts: Option<u32>,
+    /// How long one attempt may run (default: `tasks.time_limit`).
+    pub time_limit: Option<Duration>,
+    /// The correlation id of whatever asked for it.
+    pub correlation_id: Option<String>,
+}
+
+impl Enqueue {
+    /// Task `T` with `args`, on `tasks.default`, due now.
+    pub fn new<T: Task>(args: &T::Args) -> anyhow::Result<Self> {
+        let schema = <T::Args as apache_avro::AvroSchema>::get_schema();
+        let args = encode_args(&schema, args).context("encoding the task's arguments")?;
+        Ok(Self::raw(T::NAME, args))
+    }
+
+    /// Task `name` with arguments given as JSON, checked against the catalog.
+    pub fn json(catalog: &Catalog, name: &str, args: &[u8]) -> Result<Self, EnqueueError> {
+        let args = catalog
+            .encode_json(name, args)
+            .ok_or_else(|| EnqueueError::UnknownTask(name.to_owned()))??;
+        Ok(Self::raw(name, args))
+    }
+
+    fn raw(task: &str, args: Vec<u8>) -> Self {
+        Self {
+            task: task.to_owned(),
+            args,
+            priority: Priority::Default,
+            due_at: None,
+            max_attempts: None,
+            time_limit: None,
+            correlation_id: None,
+        }
+    }
+
+    /// On `priority`'s queue.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Not before `countdown` from now.
+    pub fn countdown(mut self, countdown: Duration) -> Self {
+        self.due_at = Some(Utc::now() + countdown);
+        self
+    }
+
+    /// Not before `eta`.
+    pub fn eta(mut self, eta: DateTime<Utc>) -> Self {
+        self.due_at = Some(eta);
+        self
+    }
+
+    /// With `attempts` in all.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// With `limit` per attempt.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+}
+
+/// Why a task could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// No task of that name.
+    #[error("no task is named `{0}`")]
+    UnknownTask(String),
+    /// The arguments do not fit the task's record.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// A limit is out of range.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The setting at fault.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The database or the broker failed.
+    #[error(transparent)]
+    Unavailable(#[from] anyhow::Error),
+}
+
+/// A task message ready to go: where, with what key, value and headers.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The task's id.
+    pub task_id: Uuid,
+    /// Its topic: the queue, or a delay topic while it waits.
+    pub topic: String,
+    /// The task id as text.
+    pub key: String,
+    /// The framed arguments.
+    pub value: Vec<u8>,
+    /// Every header.
+    pub headers: Vec<(String, String)>,
+    /// What the message says about the task.
+    pub task: TaskHeaders,
+}
+
+/// Enqueues the tasks of a [`Catalog`] whose argument schemas it registered.
+#[derive(Clone)]
+pub struct Enqueuer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Catalog,
+    /// Each task's arguments' schema id.
+    ids: HashMap<String, u32>,
+    topic_prefix: String,
+    settings: TaskSettings,
+    producer: FutureProducer,
+}
+
+impl std::fmt::Debug for Enqueuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enqueuer")
+            .field("tasks", &self.inner.catalog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Enqueuer {
+    /// Registers every task's arguments schema under each queue's subject
+    /// (`<prefix>tasks.<priority>-<record>`) and returns an enqueuer that
+    /// produces with `producer_config` (see `KafkaSettings::producer_config`).
+    pub async fn register(
+        catalog: Catalog,
+        registry: &RegistryClient,
+        topic_prefix: &str,
+        settings: TaskSettings,
+        producer_config: &ClientConfig,
+    ) -> anyhow::Result<Self> {
+        let mut ids = HashMap::new();
+        for name in catalog.names() {
+            let schema = catalog.schema(name).expect("a listed task has a schema");
+            let full_name = schema
+                .name()
+                .map(|n| n.fullname(None))
+                .with_context(|| format!("task {name}'s arguments are not a record"))?;
+            let mut id = None;
+            for priority in Priority::ALL {
+                let subject = tributary_schemas::subject(
+                    &format!("{topic_prefix}{}", priority.topic()),
+                    &full_name,
+                );
+                let registered = registry
+                    .register(&subject, &serde_json::to_string(schema)?)
+                    .await
+                    .with_context(|| format!("registering {subject}"))?;
+                id.get_or_insert(registered);
+            }
+            ids.insert(name.to_owned(), id.expect("three queues"));
+        }
+        let producer = producer_config
+            .create()
+            .context("creating the task producer")?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                catalog,
+                ids,
+                topic_prefix: topic_prefix.to_owned(),
+                settings,
+                producer,
+            }),
+        })
+    }
+
+    /// The catalog it enqueues from.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The registered schema id of task `name`'s arguments.
+    pub fn schema_id(&self, name: &str) -> Option<u32> {
+        self.inner.ids.get(name).copied()
+    }
+
+    /// A deployed topic name.
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.inner.topic_prefix)
+    }
+
+    /// The message of a new task, first attempt.
+    pub fn message(&self, request: &Enqueue) -> Result<Outgoing, EnqueueError> {
+        let schema_id = self
+            .schema_id(&request.task)
+            .ok_or_else(|| EnqueueError::UnknownTask(request.task.clone()))?;
+        let settings = &self.inner.settings;
+        let max_attempts = request.max_attempts.unwrap_or(settings.max_attempts);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(EnqueueError::Invalid {
+                field: "max_attempts",
+                message: "must be between 1 and 100".into(),
+            });
+        }
+        let time_limit = request.time_limit.unwrap_or(settings.time_limit);
+        if time_limit.is_zero() || time_limit > Duration::from_secs(24 * 3600) {
+            return Err(EnqueueError::Invalid {
+                field: "time_limit",
+                message: "must be more than 0 and at most 24 hours".into(),
+            });
+        }
+        let task = TaskHeaders {
+            task_id: Uuid::now_v7(),
+            task: request.task.clone(),
+            priority: request.priority,
+            attempt: 1,
+            max_attempts,
+            time_limit,
+            enqueued_at: Utc::now(),
+            due_at: request.due_at,
+        };
+        let mut outgoing =
+            self.outgoing(task, framing::frame(schema_id, &request.args), Vec::new());
+        if let Some(correlation_id) = &request.correlation_id {
+            outgoing
+                .headers
+                .push(("correlation_id".into(), correlation_id.clone()));
+        }
+        Ok(outgoing)
+    }
+
+    /// A message for `task` (any attempt) with the framed arguments `value`:
+    /// to its queue when due, else to the delay topic its wait fits.
+    pub(crate) fn outgoing(
+        &self,
+        task: TaskHeaders,
+        value: Vec<u8>,
+        carried: Vec<(String, String)>,
+    ) -> Outgoing {
+        let now = Utc::now();
+        let topic = match task.due_at.filter(|due| *due > now) {
+            Some(due) => {
+                let wait = (due - now).to_std().unwrap_or_default();
+                self.topic(&wire::delay_topic(
+                    self.inner.settings.group(),
+                    wire::delay_for(wait),
+                ))
+            }
+            None => self.topic(&task.priority.topic()),
+        };
+        let mut headers: Vec<(String, String)> = task
+            .pairs()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect();
+        headers.push(("event_id".into(), Uuid::now_v7().to_string()));
+        headers.push(("producer".into(), "tributary-tasks".to_owned()));
+        headers.extend(carried);
+        Outgoing {
+            task_id: task.task_id,
+            topic,
+            key: task.task_id.to_string(),
+            value,
+            headers,
+            task,
+        }
+    }
+
+    /// Enqueues inside the caller's transaction: the outbox row and the
+    /// `pending` result commit with the caller's change, or not at all.
+    pub async fn enqueue_in(
+        &self,
+        conn: &mut PgConnection,
+        request: &Enqueue,
+    ) -> Result<Uuid, EnqueueError> {
+        let message = self.message(request)?;
+        let headers: serde_json::Map<String, serde_json::Value> = message
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone().into()))
+            .collect();
+        let event_id: Uuid = message
+            .headers
+            .iter()
+            .find(|(name, _)| name == "event_id")
+            .and_then(|(_, id)| id.parse().ok())
+            .expect("every message has an event id");
+        sqlx::query(
+            "INSERT INTO commands.outbox (event_id, topic, key, value, headers)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event_id)
+        .bind(&message.topic)
+        .bind(&message.key)
+        .bind(&message.value)
+        .bind(serde_json::Value::Object(headers))
+        .execute(&mut *conn)
+        .await
+        .context("writing the task to the outbox")?;
+        crate::results::insert_pending(conn, &message.task).await?;
+        Ok(message.task_id)
+    }
+
+    /// Enqueues straight to Kafka and waits for the broker to have it (no
+    /// `pending` row: the worker writes the task's row when it starts it).
+    pub async fn produce(&self, request: &Enqueue) -> Result<Uuid, EnqueueError> {
+        let message = self.message(request)?;
+        self.send(&message).await?;
+        Ok(message.task_id)
+    }
+
+    /// Produces `message` and waits for the acknowledgement.
+    pub(crate) async fn send(&self, message: &Outgoing) -> anyhow::Result<()> {
+        let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
+        for (key, value) in &message.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_str()),
+            });
+        }
+        let record = FutureRecord::to(&message.topic)
+            .key(&message.key)
+            .payload(&message.value)
+            .headers(headers);
+        self.inner
+            .producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(error, _)| error)
+            .with_context(|| format!("producing task {} to {}", message.task_id, message.topic))?;
+        Ok(())
+    }
+}

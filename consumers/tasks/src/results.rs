@@ -1,0 +1,332 @@
+//! `tasks.results`: what happened to each task.
+//!
+//! States: `pending` (enqueued), `running`, `retrying` (waiting for its next
+//! attempt in a delay topic), and the final ones: `succeeded`, `failed` (a
+//! permanent error: not retried) and `dead` (the last attempt failed). Both
+//! `failed` and `dead` tasks are in the dead-letter topic.
+//!
+//! The worker's updates go through one [`Writer`] that coalesces them and
+//! writes a batch per statement: a task that starts and ends within one
+//! flush costs one row write.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::wire::TaskHeaders;
+
+/// A task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Enqueued, not started.
+    Pending,
+    /// An attempt is running.
+    Running,
+    /// An attempt failed; the next one waits in a delay topic.
+    Retrying,
+    /// Done.
+    Succeeded,
+    /// A permanent error: not retried, dead-lettered.
+    Failed,
+    /// The last attempt failed: dead-lettered.
+    Dead,
+}
+
+impl State {
+    /// Every state, in the order a task goes through them.
+    pub const ALL: [State; 6] = [
+        State::Pending,
+        State::Running,
+        State::Retrying,
+        State::Succeeded,
+        State::Failed,
+        State::Dead,
+    ];
+
+    /// The state's name in `tasks.results`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Running => "running",
+            State::Retrying => "retrying",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Dead => "dead",
+        }
+    }
+
+    /// Whether the task is over.
+    pub const fn is_final(self) -> bool {
+        matches!(self, State::Succeeded | State::Failed | State::Dead)
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a state (pending, running, retrying, succeeded, failed, dead)"
+                )
+            })
+    }
+}
+
+/// Writes the `pending` row of a task just enqueued.
+pub(crate) async fn insert_pending(
+    conn: &mut PgConnection,
+    task: &TaskHeaders,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at, due_at)
+         VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6)",
+    )
+    .bind(task.task_id)
+    .bind(&task.task)
+    .bind(task.priority.as_str())
+    .bind(task.max_attempts as i32)
+    .bind(task.enqueued_at)
+    .bind(task.due_at)
+    .execute(conn)
+    .await
+    .context("recording the pending task")?;
+    Ok(())
+}
+
+/// One change to a task's row.
+#[derive(Debug, Clone)]
+pub(crate) struct Update {
+    pub(crate) task: TaskHeaders,
+    pub(crate) state: State,
+    pub(crate) started_at: Option<DateTime<Utc>>,
+    pub(crate) finished_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due (retrying).
+    pub(crate) due_at: Option<DateTime<Utc>>,
+    pub(crate) result: Option<serde_json::Value>,
+    pub(crate) error: Option<String>,
+}
+
+impl Update {
+    /// Folds a later update of the same task into this one.
+    fn merge(&mut self, later: Update) {
+        let started_at = later.started_at.or(self.started_at);
+        *self = later;
+        self.started_at = started_at;
+    }
+}
+
+/// Sends updates to the [`Writer`]; `done` fires once the update is stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Updates(mpsc::Sender<(Update, Option<oneshot::Sender<()>>)>);
+
+impl Updates {
+    /// Queues `update` without waiting for it to be stored.
+    pub(crate) async fn record(&self, update: Update) {
+        let _ = self.0.send((update, None)).await;
+    }
+
+    /// Queues `update` and waits until it is stored.
+    pub(crate) async fn store(&self, update: Update) -> anyhow::Result<()> {
+        let (done, stored) = oneshot::channel();
+        self.0
+            .send((update, Some(done)))
+            .await
+            .map_err(|_| anyhow::anyhow!("the results writer has stopped"))?;
+        stored
+            .await
+            .map_err(|_| anyhow::anyhow!("the results writer stopped before storing"))
+    }
+}
+
+/// Most updates written in one statement.
+const MAX_FLUSH: usize = 4096;
+
+/// The task that writes updates in batches. It ends when every [`Updates`]
+/// is dropped, after storing what was queued.
+pub(crate) struct Writer {
+    pool: PgPool,
+    queue: mpsc::Receiver<(Update, Option<oneshot::Sender<()>>)>,
+}
+
+impl Writer {
+    pub(crate) fn new(pool: PgPool) -> (Self, Updates) {
+        let (sender, queue) = mpsc::channel(MAX_FLUSH * 2);
+        (Self { pool, queue }, Updates(sender))
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut pending: Vec<(Update, Option<oneshot::Sender<()>>)> = Vec::new();
+        while self.queue.recv_many(&mut pending, MAX_FLUSH).await > 0 {
+            let mut batch: HashMap<Uuid, Update> = HashMap::with_capacity(pending.len());
+            let mut waiting = Vec::new();
+            for (update, done) in pending.drain(..) {
+                match batch.get_mut(&update.task.task_id) {
+                    Some(earlier) => earlier.merge(update),
+                    None => {
+                        batch.insert(update.task.task_id, update);
+                    }
+                }
+                waiting.extend(done);
+            }
+            let updates: Vec<Update> = batch.into_values().collect();
+            let mut backoff = Duration::from_millis(100);
+            while let Err(error) = write(&self.pool, &updates).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    ?backoff,
+                    "storing task results failed; retrying"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            for done in waiting {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// One statement for a batch of updates (one per task). A row in a final
+/// state, or at a later attempt, is left as it is.
+async fn write(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
+    let n = updates.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut priorities = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut max_attempts = Vec::with_capacity(n);
+    let mut enqueued = Vec::with_capacity(n);
+    let mut due = Vec::with_capacity(n);
+    let mut started = Vec::with_capacity(n);
+    let mut finished = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    for update in updates {
+        ids.push(update.task.task_id);
+        names.push(update.task.task.as_str());
+        priorities.push(update.task.priority.as_str());
+        states.push(update.state.as_str());
+        attempts.push(update.task.attempt as i32);
+        max_attempts.push(update.task.max_attempts as i32);
+        enqueued.push(update.task.enqueued_at);
+        due.push(update.due_at);
+        started.push(update.started_at);
+        finished.push(update.finished_at);
+        results.push(update.result.clone());
+        errors.push(update.error.as_deref());
+    }
+    sqlx::query(
+        "INSERT INTO tasks.results AS r (task_id, name, priority, state, attempts, max_attempts,
+                                         enqueued_at, due_at, started_at, finished_at, result, error)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                              $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+                              $10::timestamptz[], $11::jsonb[], $12::text[])
+         ON CONFLICT (task_id) DO UPDATE SET
+             state = EXCLUDED.state,
+             attempts = EXCLUDED.attempts,
+             due_at = EXCLUDED.due_at,
+             started_at = COALESCE(EXCLUDED.started_at, r.started_at),
+             finished_at = EXCLUDED.finished_at,
+             result = EXCLUDED.result,
+             error = EXCLUDED.error,
+             updated_at = now()
+         WHERE r.state NOT IN ('succeeded', 'failed', 'dead') AND r.attempts <= EXCLUDED.attempts",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(&priorities)
+    .bind(&states)
+    .bind(&attempts)
+    .bind(&max_attempts)
+    .bind(&enqueued)
+    .bind(&due)
+    .bind(&started)
+    .bind(&finished)
+    .bind(&results)
+    .bind(&errors)
+    .execute(pool)
+    .await
+    .context("storing task results")?;
+    Ok(())
+}
+
+/// A task's row, as the API and the CLI show it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TaskRow {
+    /// The task's id.
+    pub task_id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its queue.
+    pub priority: String,
+    /// pending, running, retrying, succeeded, failed or dead.
+    pub state: String,
+    /// Attempts started.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When its next attempt may start.
+    pub due_at: Option<DateTime<Utc>>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its latest state after running.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it returned.
+    pub result: Option<serde_json::Value>,
+    /// Why its latest attempt failed.
+    pub error: Option<String>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Task `task_id`'s row.
+pub async fn get(pool: &PgPool, task_id: Uuid) -> anyhow::Result<Option<TaskRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM tasks.results WHERE task_id = $1")
+            .bind(task_id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only in this state.
+    pub state: Option<State>,
+    /// Only of this task.
+    pub name: Option<String>,
+    /// Enqueued before this task (the next page: the last id of the previous one).
+    pub before: Option<Uuid>,
+    /// At most this many (newest first).
+    pub limit: i64,
+}
+
+/// Tasks, newest first (task ids are UUIDv7: their order is the enqueue order).
+pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<TaskRow>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM tasks.results
+         WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)
+           AND ($3::uuid IS NULL OR task_id < $3)
+         ORDER BY task_id DESC LIMIT $4",
+    )
+    .bind(filter.state.map(State::as_str))
+    .bind(filter.name.as_deref())
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await?)
+}
