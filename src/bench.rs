@@ -23,7 +23,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use hdrhistogram::Histogram;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
@@ -62,12 +62,29 @@ pub struct BenchArgs {
     /// Skip the command-side run.
     #[arg(long)]
     pub skip_commands: bool,
+    /// No-op tasks the task worker drains.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
+    /// Tasks enqueued per second in the enqueue-to-start latency run.
+    #[arg(long, default_value_t = 1000)]
+    pub task_rate: u32,
+    /// Skip the task runs.
+    #[arg(long)]
+    pub skip_tasks: bool,
 }
 
 /// Runs the benchmarks and prints their tables.
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    if args.events == 0 || args.rate == 0 || args.commands == 0 || args.concurrency == 0 {
-        bail!("--events, --rate, --commands and --concurrency must be at least 1");
+    if args.events == 0
+        || args.rate == 0
+        || args.commands == 0
+        || args.concurrency == 0
+        || args.tasks == 0
+        || args.task_rate == 0
+    {
+        bail!(
+            "--events, --rate, --commands, --concurrency, --tasks and --task-rate must be at least 1"
+        );
     }
     tributary_platform::telemetry::init_logs(&tributary_platform::telemetry::TelemetrySettings {
         log_level: "warn".into(),
@@ -77,6 +94,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     settings.kafka.topic_prefix = format!("{}bench-{run_id}.", settings.kafka.topic_prefix);
     settings.kafka.session_timeout = Duration::from_secs(6);
     settings.projector.group_id = Some(format!("tributary-bench-{run_id}"));
+    settings.tasks.group_id = Some(format!("tributary-bench-tasks-{run_id}"));
     settings.database =
         scratch::database_on(settings.database.url.expose(), "tributary_bench").await?;
     let listeners = Listeners::ephemeral(&mut settings).await?;
@@ -118,6 +136,9 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         }
         if !args.skip_commands {
             command_side(&app, &args, &bearer).await?;
+        }
+        if !args.skip_tasks {
+            tasks(&app, &args).await?;
         }
         if !args.skip_e2e {
             end_to_end(
@@ -467,6 +488,114 @@ async fn command_side(app: &App, args: &BenchArgs, bearer: &str) -> anyhow::Resu
         lagging.as_secs_f64() * 1000.0
     );
     Ok(())
+}
+
+/// The task worker: no-op tasks/s from a backlog, then enqueue-to-start
+/// latency at a fixed rate with the worker idle.
+async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
+    use tributary_tasks::{Enqueue, Noop, definition::NoopArgs};
+
+    app.ensure_topics().await?;
+    let enqueuer = app.enqueuer().await?;
+    let noop = Enqueue::new::<Noop>(&NoopArgs {})?;
+    let clock = Instant::now();
+    stream::iter(0..args.tasks)
+        .map(|_| enqueuer.produce(&noop))
+        .buffer_unordered(4096)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
+    let enqueued = args.tasks as f64 / clock.elapsed().as_secs_f64();
+
+    let worker = app.task_worker().await?;
+    let progress = worker.progress();
+    let token = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(token.clone()));
+    let mut first = None;
+    let drained = loop {
+        let done = progress.report().acknowledged as usize;
+        if done > 0 && first.is_none() {
+            first = Some((Instant::now(), done));
+        }
+        if done >= args.tasks {
+            break first.map(|(at, before)| (at.elapsed(), args.tasks - before));
+        }
+        if running.is_finished() {
+            bail!("the task worker stopped after {done} tasks");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (drained, counted) = drained.context("no task ran")?;
+    let rss = resident_mib();
+
+    // Latency: the worker idle, tasks enqueued one by one at a fixed rate.
+    let latency_tasks = (args.task_rate as usize * 5).max(1);
+    let mut pace = tokio::time::interval(Duration::from_secs(1) / args.task_rate);
+    let mut sent = Vec::with_capacity(latency_tasks);
+    for _ in 0..latency_tasks {
+        pace.tick().await;
+        let enqueuer = enqueuer.clone();
+        let noop = noop.clone();
+        sent.push(tokio::spawn(async move { enqueuer.produce(&noop).await }));
+    }
+    for task in sent {
+        task.await??;
+    }
+    let total = args.tasks + latency_tasks;
+    while (progress.report().acknowledged as usize) < total {
+        if running.is_finished() {
+            bail!("the task worker stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    token.cancel();
+    running.await??;
+    let (p50, p90, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.9) WITHIN GROUP (ORDER BY ms),
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
+         FROM (SELECT (extract(epoch FROM started_at - enqueued_at) * 1000)::float8 AS ms
+               FROM tasks.results ORDER BY task_id DESC LIMIT $1) latest",
+    )
+    .bind(latency_tasks as i64)
+    .fetch_one(&app.pool)
+    .await?;
+
+    println!();
+    println!(
+        "tasks ({} no-op tasks from a backlog; concurrency {})",
+        args.tasks, app.settings.tasks.concurrency
+    );
+    println!("{:<52} {:>14}", "measure", "value");
+    println!(
+        "{:<52} {:>14.0}",
+        "tasks/s through the worker (result stored, acked)",
+        counted as f64 / drained.as_secs_f64()
+    );
+    println!(
+        "{:<52} {:>14.0}",
+        "tasks/s enqueued straight to Kafka", enqueued
+    );
+    if let Some(rss) = rss {
+        println!("{:<52} {:>14.0}", "benchmark process resident (MiB)", rss);
+    }
+    println!(
+        "enqueue → start at {}/s for 5 s, worker idle (ms): p50 {p50:.1}, p90 {p90:.1}, p99 {p99:.1}, max {max:.1}",
+        args.task_rate
+    );
+    Ok(())
+}
+
+/// This process's resident memory in MiB (Linux).
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 /// How long a run of commands took, and each command's latency in µs.

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 pub use definition::{Catalog, Noop, Sleep, Task, TaskContext, TaskError};
 pub use enqueue::{Enqueue, Enqueuer};
 pub use wire::Priority;
-pub use worker::{Worker, WorkerReport, WorkerWiring};
+pub use worker::{Progress, Worker, WorkerReport, WorkerWiring};
 
 /// The task system's table (`tasks.results`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

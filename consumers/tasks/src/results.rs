@@ -9,16 +9,20 @@
 //! writes a batch per statement: a task that starts and ends within one
 //! flush costs one row write.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::wire::TaskHeaders;
+use crate::{wire::TaskHeaders, worker::Ack};
 
 /// A task's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,26 +129,27 @@ impl Update {
     }
 }
 
-/// Sends updates to the [`Writer`]; `done` fires once the update is stored.
+/// What the [`Writer`] is given: an update to store, and the job to
+/// acknowledge once it is stored.
+type Entry = (Option<Update>, Option<Ack>);
+
+/// Sends updates to the [`Writer`].
 #[derive(Debug, Clone)]
-pub(crate) struct Updates(mpsc::Sender<(Update, Option<oneshot::Sender<()>>)>);
+pub(crate) struct Updates(mpsc::Sender<Entry>);
 
 impl Updates {
-    /// Queues `update` without waiting for it to be stored.
+    /// Queues `update` (a task starting) without acknowledging anything.
     pub(crate) async fn record(&self, update: Update) {
-        let _ = self.0.send((update, None)).await;
+        let _ = self.0.send((Some(update), None)).await;
     }
 
-    /// Queues `update` and waits until it is stored.
-    pub(crate) async fn store(&self, update: Update) -> anyhow::Result<()> {
-        let (done, stored) = oneshot::channel();
-        self.0
-            .send((update, Some(done)))
-            .await
-            .map_err(|_| anyhow::anyhow!("the results writer has stopped"))?;
-        stored
-            .await
-            .map_err(|_| anyhow::anyhow!("the results writer stopped before storing"))
+    /// Queues a job's outcome; the writer acknowledges the job once it is stored.
+    pub(crate) async fn finish(&self, update: Option<Update>, ack: Ack) {
+        if let Err(mpsc::error::SendError((_, Some(ack)))) = self.0.send((update, Some(ack))).await
+        {
+            // The writer has stopped (shutdown): the job is handed back.
+            drop(ack);
+        }
     }
 }
 
@@ -155,30 +160,48 @@ const MAX_FLUSH: usize = 4096;
 /// is dropped, after storing what was queued.
 pub(crate) struct Writer {
     pool: PgPool,
-    queue: mpsc::Receiver<(Update, Option<oneshot::Sender<()>>)>,
+    queue: mpsc::Receiver<Entry>,
+    /// Jobs acknowledged so far.
+    stored: Arc<AtomicU64>,
 }
 
 impl Writer {
-    pub(crate) fn new(pool: PgPool) -> (Self, Updates) {
-        let (sender, queue) = mpsc::channel(MAX_FLUSH * 2);
-        (Self { pool, queue }, Updates(sender))
+    /// A writer counting the jobs it acknowledges in `stored`.
+    pub(crate) fn new(pool: PgPool, stored: Arc<AtomicU64>) -> (Self, Updates) {
+        let (sender, queue) = mpsc::channel(MAX_FLUSH * 4);
+        (
+            Self {
+                pool,
+                queue,
+                stored,
+            },
+            Updates(sender),
+        )
     }
 
     pub(crate) async fn run(mut self) {
-        let mut pending: Vec<(Update, Option<oneshot::Sender<()>>)> = Vec::new();
+        let mut pending: Vec<Entry> = Vec::new();
         while self.queue.recv_many(&mut pending, MAX_FLUSH).await > 0 {
             let mut batch: HashMap<Uuid, Update> = HashMap::with_capacity(pending.len());
             let mut waiting = Vec::new();
-            for (update, done) in pending.drain(..) {
-                match batch.get_mut(&update.task.task_id) {
-                    Some(earlier) => earlier.merge(update),
-                    None => {
-                        batch.insert(update.task.task_id, update);
+            for (update, ack) in pending.drain(..) {
+                if let Some(update) = update {
+                    match batch.get_mut(&update.task.task_id) {
+                        Some(earlier) => earlier.merge(update),
+                        None => {
+                            batch.insert(update.task.task_id, update);
+                        }
                     }
                 }
-                waiting.extend(done);
+                waiting.extend(ack);
             }
             let updates: Vec<Update> = batch.into_values().collect();
+            if updates.is_empty() {
+                self.stored
+                    .fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                waiting.into_iter().for_each(Ack::acknowledge);
+                continue;
+            }
             let mut backoff = Duration::from_millis(100);
             while let Err(error) = write(&self.pool, &updates).await {
                 tracing::warn!(
@@ -189,8 +212,10 @@ impl Writer {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            for done in waiting {
-                let _ = done.send(());
+            self.stored
+                .fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for ack in waiting {
+                ack.acknowledge();
             }
         }
     }

@@ -29,7 +29,7 @@ use sqlx::PgPool;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::JoinSet,
-    time::MissedTickBehavior,
+    time::{Instant, MissedTickBehavior},
 };
 use tokio_util::sync::CancellationToken;
 use tributary_consumer::DeadLetters;
@@ -42,6 +42,14 @@ use crate::{
     results::{State, Update, Updates, Writer},
     wire::{self, TaskHeaders},
 };
+
+/// A feeder whose jobs wait for slots holds up to this many fetched messages.
+const HELD_HIGH: usize = 2048;
+/// A paused feeder resumes when it holds this few.
+const HELD_LOW: usize = 512;
+/// A full feeder that could hand nothing over for this long pauses its
+/// partitions and keeps polling.
+const STUCK: Duration = Duration::from_secs(10);
 
 /// How often acknowledged offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
@@ -89,6 +97,8 @@ pub struct Worker {
 /// What a worker did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerReport {
+    /// Jobs whose outcome is stored and whose offset may be committed.
+    pub acknowledged: u64,
     /// Attempts that succeeded.
     pub succeeded: u64,
     /// Attempts that failed and were retried.
@@ -99,8 +109,20 @@ pub struct WorkerReport {
     pub dead: u64,
 }
 
+/// What a running worker has done so far (see [`Worker::progress`]).
+#[derive(Debug, Clone)]
+pub struct Progress(Arc<Counters>);
+
+impl Progress {
+    /// The counts now.
+    pub fn report(&self) -> WorkerReport {
+        self.0.report()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counters {
+    acknowledged: Arc<AtomicU64>,
     succeeded: AtomicU64,
     retried: AtomicU64,
     failed: AtomicU64,
@@ -110,11 +132,26 @@ struct Counters {
 impl Counters {
     fn report(&self) -> WorkerReport {
         WorkerReport {
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
             succeeded: self.succeeded.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// Where to acknowledge a job once its outcome is stored.
+#[derive(Debug)]
+pub(crate) struct Ack {
+    offsets: Arc<Offsets>,
+    partition: (String, i32),
+    offset: i64,
+}
+
+impl Ack {
+    pub(crate) fn acknowledge(self) {
+        self.offsets.acknowledge(self.partition, self.offset);
     }
 }
 
@@ -178,12 +215,18 @@ impl Worker {
         })
     }
 
+    /// A live view of what the worker has done so far.
+    pub fn progress(&self) -> Progress {
+        Progress(Arc::clone(&self.report))
+    }
+
     /// Runs tasks until `token` is cancelled; then stops taking new ones,
     /// lets running ones finish within `drain_timeout`, hands back the rest
     /// and commits what was acknowledged.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<WorkerReport> {
         let this = Arc::new(self);
-        let (writer, updates) = Writer::new(this.pool.clone());
+        let (writer, updates) =
+            Writer::new(this.pool.clone(), Arc::clone(&this.report.acknowledged));
         let writer = tokio::spawn(writer.run());
         let mut background = JoinSet::new();
         let mut channels = Vec::new();
@@ -251,14 +294,21 @@ impl Worker {
     /// One job: its attempt, its outcome stored, then its acknowledgement.
     /// A job aborted at shutdown is never acknowledged: it is handed back.
     async fn run_job(self: Arc<Self>, job: Job, updates: Updates, slot: OwnedSemaphorePermit) {
-        let partition = (job.message.topic().to_owned(), job.message.partition());
-        let offset = job.message.offset();
-        self.attempt(&job, &updates).await;
+        let outcome = self.attempt(&job, &updates).await;
+        // The slot is free once the attempt is over; the writer acknowledges
+        // the job once its outcome is stored.
         drop(slot);
-        job.offsets.acknowledge(partition, offset);
+        let ack = Ack {
+            offsets: job.offsets,
+            partition: (job.message.topic().to_owned(), job.message.partition()),
+            offset: job.message.offset(),
+        };
+        updates.finish(outcome, ack).await;
     }
 
-    async fn attempt(&self, job: &Job, updates: &Updates) {
+    /// One attempt and its consequences (a retry produced, a dead letter
+    /// sent); returns the update to store, if any.
+    async fn attempt(&self, job: &Job, updates: &Updates) -> Option<Update> {
         let message = &job.message;
         let task = match TaskHeaders::read(message) {
             Ok(task) => task,
@@ -266,7 +316,7 @@ impl Worker {
                 self.dead_letter(message, &format!("not a task message: {error}"))
                     .await;
                 self.report.failed.fetch_add(1, Ordering::Relaxed);
-                return;
+                return None;
             }
         };
         if wire::header(message, "redriven_from").is_some() {
@@ -374,12 +424,7 @@ impl Worker {
         };
         metrics::counter!("tributary_tasks_total", "task" => task.task.clone(), "state" => update.state.as_str())
             .increment(1);
-        if let Err(error) = updates.store(update).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "a task's outcome was not stored"
-            );
-        }
+        Some(update)
     }
 
     /// Lets a redriven task's row leave its final state, so the redriven
@@ -491,9 +536,11 @@ async fn next_job(channels: &mut [mpsc::Receiver<Job>], token: &CancellationToke
 /// A queue's feeder: fetches, records each offset as in flight, hands the
 /// job over, and commits acknowledged offsets as it goes and when it stops.
 ///
-/// It never stops polling: while every slot is taken it pauses its
-/// partitions and keeps serving the group (rebalances, heartbeats), so a
-/// busy worker neither stalls a rebalance nor looks dead to the group.
+/// While the slots are busy it holds up to [`HELD_HIGH`] fetched messages
+/// and then stops reading. If no slot frees for [`STUCK`] (long tasks), it
+/// pauses its partitions and reads on, so the consumer keeps serving the
+/// group (rebalances, the poll interval) and never looks dead to it.
+/// Pausing drops librdkafka's prefetch, so it is kept for that case only.
 async fn feed(
     priority: Priority,
     consumer: Arc<StreamConsumer>,
@@ -506,7 +553,9 @@ async fn feed(
     // Fetched while the slots were taken, oldest first.
     let mut held: VecDeque<OwnedMessage> = VecDeque::new();
     let mut paused = false;
+    let mut handed_over = Instant::now();
     loop {
+        let full = held.len() >= HELD_HIGH;
         tokio::select! {
             () = token.cancelled() => break,
             _ = tick.tick() => offsets.commit(&consumer, CommitMode::Async),
@@ -514,22 +563,29 @@ async fn feed(
                 let Ok(slot) = slot else { break };
                 let message = held.pop_front().expect("held is not empty");
                 slot.send(Job { priority, message, offsets: Arc::clone(&offsets) });
-                if held.is_empty() && paused {
+                handed_over = Instant::now();
+                if paused && held.len() <= HELD_LOW {
                     pause(&consumer, false);
                     paused = false;
                 }
             }
-            message = consumer.recv() => match message {
+            () = tokio::time::sleep_until(handed_over + STUCK), if full && !paused => {
+                pause(&consumer, true);
+                paused = true;
+            }
+            message = consumer.recv(), if !full || paused => match message {
                 Ok(message) => {
                     let message = message.detach();
                     offsets.fetched(&message);
                     if held.is_empty() && let Ok(slot) = jobs.try_reserve() {
                         slot.send(Job { priority, message, offsets: Arc::clone(&offsets) });
+                        handed_over = Instant::now();
                     } else {
                         held.push_back(message);
-                        // Again after a rebalance: new partitions come unpaused.
-                        pause(&consumer, true);
-                        paused = true;
+                        if paused {
+                            // A rebalance: new partitions come unpaused.
+                            pause(&consumer, true);
+                        }
                     }
                 }
                 Err(error) => tracing::warn!(%priority, error = %error, "task consumer error"),
