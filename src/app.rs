@@ -98,6 +98,8 @@ pub enum Role {
     Query,
     /// The task worker: runs tasks, forwards delayed ones.
     Worker,
+    /// The scheduler: enqueues periodic tasks (one fires per tick, however many run).
+    Scheduler,
     /// The schema registry (HTTP).
     Registry,
     /// Every role in one process.
@@ -310,6 +312,20 @@ impl App {
         )
     }
 
+    /// A scheduler of the configured periodic tasks.
+    pub async fn scheduler(&self) -> anyhow::Result<tributary_tasks::schedule::Scheduler> {
+        let tasks = &self.settings.tasks;
+        let holder = format!("{}-{}", std::process::id(), Uuid::new_v4().simple());
+        tributary_tasks::schedule::Scheduler::new(
+            self.pool.clone(),
+            self.enqueuer().await?,
+            &tasks.schedules,
+            holder,
+            tasks.scheduler_lease,
+            tasks.schedule_grace,
+        )
+    }
+
     /// A consumer group's topics, clients and dead-letter topic.
     pub fn wiring(&self, group: &str, topics: Vec<String>) -> Wiring {
         let bootstrap = self.cluster.bootstrap_servers();
@@ -417,6 +433,11 @@ impl App {
             let worker = self.task_worker().await?;
             let token = token.clone();
             shutdown.spawn("worker", async move { worker.run(token).await.map(drop) });
+        }
+        if matches!(role, Role::Scheduler | Role::All) {
+            let scheduler = self.scheduler().await?;
+            let token = token.clone();
+            shutdown.spawn("scheduler", async move { scheduler.run(token).await });
         }
         if matches!(role, Role::Api | Role::All) {
             let listener = or_bind(api, self.settings.api.listen).await?;

@@ -51,6 +51,12 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The periodic tasks: their pattern, next tick and last firing.
+    Schedules {
+        /// Print them as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// List tasks, newest first.
     List {
         /// Only in this state (pending, running, retrying, succeeded, failed, dead).
@@ -112,6 +118,29 @@ pub async fn run(settings: Settings, command: TaskCommand) -> anyhow::Result<()>
                     .map(|at| format!(", due {}", at.to_rfc3339()))
                     .unwrap_or_default();
                 println!("enqueued {name} as {task_id} on tasks.{priority}{due}");
+            }
+        }
+        TaskCommand::Schedules { json } => {
+            let rows = tributary_tasks::schedule::list(&app.pool).await?;
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else {
+                println!(
+                    "{:<24}  {:<24}  {:<16}  {:<25}  {:<25}",
+                    "schedule", "task", "cron", "next tick", "last tick"
+                );
+                for row in &rows {
+                    println!(
+                        "{:<24}  {:<24}  {:<16}  {:<25}  {:<25}",
+                        row.name,
+                        row.task,
+                        row.cron,
+                        row.next_fire_at.to_rfc3339(),
+                        row.last_tick.map_or("-".to_owned(), |t| t.to_rfc3339()),
+                    );
+                }
             }
         }
         TaskCommand::Show { task_id, json } => {

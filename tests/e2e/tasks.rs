@@ -17,6 +17,7 @@ use tributary::{Role, Settings};
 use tributary_tasks::{
     Catalog, Enqueue, Priority, Task, TaskContext, TaskError,
     results::{self, TaskRow},
+    schedule::{Missed, Schedule},
 };
 use uuid::Uuid;
 
@@ -547,4 +548,152 @@ async fn the_cli_enqueues_shows_and_lists_tasks() {
         .unwrap();
     assert_eq!(rows, 1);
     app.stop().await.unwrap();
+}
+
+fn schedule(name: &str, cron: &str, missed: Missed) -> Schedule {
+    Schedule {
+        name: name.to_owned(),
+        task: "tributary.noop".to_owned(),
+        cron: cron.to_owned(),
+        args: Default::default(),
+        priority: Priority::Default,
+        missed,
+    }
+}
+
+/// Ticks enqueued per schedule tick, from the outbox rows' correlation ids.
+async fn enqueued_ticks(app: &TestApp, schedule: &str) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT headers->>'correlation_id', count(*) FROM commands.outbox
+         WHERE headers->>'correlation_id' LIKE 'schedule:' || $1 || ':%'
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(schedule)
+    .fetch_all(&app.app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_fire_each_tick_once() {
+    let mut settings = test_settings().await;
+    settings.tasks.schedules = vec![schedule("every-second", "* * * * * *", Missed::Skip)];
+    // A short lease, so it may change hands while the test runs.
+    settings.tasks.scheduler_lease = Duration::from_millis(400);
+    let (app, _) = spawn(settings, &[]).await;
+    let token = CancellationToken::new();
+    let schedulers: Vec<_> = futures::future::join_all((0..2).map(|_| app.app.scheduler()))
+        .await
+        .into_iter()
+        .map(|s| tokio::spawn(s.unwrap().run(token.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    token.cancel();
+    for scheduler in schedulers {
+        scheduler.await.unwrap().unwrap();
+    }
+    let ticks = enqueued_ticks(&app, "every-second").await;
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert!(ticks.iter().all(|(_, n)| *n == 1), "{ticks:?}");
+
+    // Two schedulers firing the same due tick at the same moment (as when
+    // the lease changes hands): the schedule's row lock lets one through.
+    let (a, b) = (
+        app.app.scheduler().await.unwrap(),
+        app.app.scheduler().await.unwrap(),
+    );
+    sqlx::query("UPDATE tasks.schedules SET next_fire_at = now() - interval '100 ms'")
+        .execute(&app.app.pool)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let (fired_a, fired_b) = tokio::join!(a.fire_due(now), b.fire_due(now));
+    assert_eq!(fired_a.unwrap().len() + fired_b.unwrap().len(), 1);
+    let ticks = enqueued_ticks(&app, "every-second").await;
+    assert!(ticks.iter().all(|(_, n)| *n == 1), "{ticks:?}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_ticks_are_skipped_or_caught_up_once_and_next_ticks_are_visible() {
+    let mut settings = test_settings().await;
+    // Midnight, New Year's Day: every tick since 2020 was missed.
+    settings.tasks.schedules = vec![
+        schedule("yearly-skip", "0 0 0 1 1 *", Missed::Skip),
+        schedule("yearly-catch-up", "0 0 0 1 1 *", Missed::CatchUpOnce),
+    ];
+    let (app, _) = spawn(settings, &[]).await;
+    let scheduler = app.app.scheduler().await.unwrap();
+    scheduler.register().await.unwrap();
+    sqlx::query("UPDATE tasks.schedules SET next_fire_at = '2020-01-01T00:00:00Z'")
+        .execute(&app.app.pool)
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let fired = scheduler.fire_due(now).await.unwrap();
+    let year = chrono::Datelike::year(&now);
+    let last_new_year = chrono::NaiveDate::from_ymd_opt(year, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(
+        (fired[0].schedule.as_str(), fired[0].tick),
+        ("yearly-catch-up", last_new_year)
+    );
+    assert!(scheduler.fire_due(now).await.unwrap().is_empty());
+    let next_new_year = chrono::NaiveDate::from_ymd_opt(year + 1, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+
+    let env = ctl_env(&app);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, stdout, stderr) = tributary(&env, &["ctl", "task", "schedules", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        let next: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(row["next_fire_at"].clone()).unwrap();
+        assert_eq!(next, next_new_year, "{row}");
+    }
+    let caught_up = rows
+        .iter()
+        .find(|r| r["name"] == "yearly-catch-up")
+        .unwrap();
+    assert_eq!(caught_up["last_task_id"], fired[0].task_id.to_string());
+    let skipped = rows.iter().find(|r| r["name"] == "yearly-skip").unwrap();
+    assert!(skipped["last_tick"].is_null(), "{skipped}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_schedule_stops_the_scheduler_naming_it() {
+    for (bad, says) in [
+        (schedule("s", "every day", Missed::Skip), "cron"),
+        (
+            Schedule {
+                task: "no.such.task".into(),
+                ..schedule("s", "0 6 * * *", Missed::Skip)
+            },
+            "no task is named",
+        ),
+    ] {
+        let mut settings = test_settings().await;
+        settings.tasks.schedules = vec![bad];
+        let (app, _) = spawn(settings, &[]).await;
+        let error = app.app.scheduler().await.unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("tasks.schedules \"s\"") && message.contains(says),
+            "{message}"
+        );
+        app.stop().await.unwrap();
+    }
 }

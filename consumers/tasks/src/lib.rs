@@ -20,6 +20,8 @@
 //!   deadline and hands back the rest (its offsets stay uncommitted).
 //! - Results live in `tasks.results`: state, attempts, timings, result or
 //!   error ([`results`]), queryable through `GET /tasks` and `tributary ctl task`.
+//! - Periodic tasks fire from cron schedules, once per tick however many
+//!   schedulers run ([`schedule`]).
 //!
 //! Delivery is at-least-once: a worker killed mid-task leaves the offset
 //! uncommitted and the task runs again, so tasks must be idempotent.
@@ -29,6 +31,7 @@ pub mod definition;
 pub mod delay;
 pub mod enqueue;
 pub mod results;
+pub mod schedule;
 pub mod wire;
 mod worker;
 
@@ -72,6 +75,14 @@ pub struct TaskSettings {
     /// How long shutdown waits for running tasks before handing them back.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Periodic tasks (fired by the `scheduler` role).
+    pub schedules: Vec<schedule::Schedule>,
+    /// How long a scheduler holds the lease between renewals.
+    #[serde(with = "humantime_serde")]
+    pub scheduler_lease: Duration,
+    /// A tick found later than this was missed (see `schedules.missed`).
+    #[serde(with = "humantime_serde")]
+    pub schedule_grace: Duration,
 }
 
 impl Default for TaskSettings {
@@ -84,6 +95,9 @@ impl Default for TaskSettings {
             retry_backoff: Duration::from_secs(1),
             max_retry_backoff: Duration::from_secs(600),
             drain_timeout: Duration::from_secs(10),
+            schedules: Vec::new(),
+            scheduler_lease: Duration::from_secs(10),
+            schedule_grace: Duration::from_secs(60),
         }
     }
 }
