@@ -30,7 +30,11 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     result_expires=3600,
-    broker_transport_options={"visibility_timeout": 3600},
+    # kombu's Redis transport caps its pool at 10 connections; with --pool gevent
+    # and acks_late each concurrent ack takes one, and at -c 64 the worker fails
+    # acks with "MaxConnectionsError: Too many connections" (tasks stay unacked)
+    broker_transport_options={"visibility_timeout": 3600, "max_connections": 256},
+    redis_max_connections=256,
 )
 
 
@@ -121,6 +125,7 @@ def cmd_watch(args):
     n = args.n
     deadline = time.monotonic() + args.timeout
     t_first = None
+    last_outstanding, last_change = None, time.monotonic()
     while True:
         p = r.pipeline(transaction=False)
         p.llen(QUEUE)
@@ -130,13 +135,15 @@ def cmd_watch(args):
         now = time.monotonic()
         if t_first is None and outstanding < n:
             t_first, done_first = now, n - outstanding
-            cpu_first = _cpu_ticks()
+            cpu_first, grp_first = _cpu_ticks(), _cpu_by_group()
         if outstanding == 0:
             t_last = now
-            cpu_last = _cpu_ticks()
+            cpu_last, grp_last = _cpu_ticks(), _cpu_by_group()
             break
-        if now > deadline:
-            print(json.dumps({"error": "timeout", "outstanding": outstanding}))
+        if outstanding != last_outstanding:
+            last_outstanding, last_change = outstanding, now
+        if now > deadline or (t_first is not None and now - last_change > args.stall):
+            print(json.dumps({"error": "timeout or stalled", "outstanding": outstanding}))
             sys.exit(1)
         time.sleep(args.interval)
     elapsed = t_last - t_first
@@ -147,6 +154,12 @@ def cmd_watch(args):
     out = {"n": n, "elapsed_s": round(elapsed, 3), "tasks_per_s": round(rate),
            # whole machine (both cores, every process) while the worker drained the queue
            "machine_cpu_busy_pct": round(100 * busy / total) if total else None}
+    # share of the machine (100% = both cores) taken by the worker's processes,
+    # redis-server, this watcher, and everything else (e.g. a build running alongside)
+    if total:
+        used = {g: grp_last.get(g, 0) - grp_first.get(g, 0) for g in ("worker", "redis", "watch")}
+        used["other"] = max(0, busy - sum(used.values()))
+        out.update({f"cpu_{g}_pct": round(100 * v / total) for g, v in used.items()})
     if args.mode == "results":
         out.update(_results_check(r, n))
     print(json.dumps(out))
@@ -158,6 +171,34 @@ def _cpu_ticks():
         v = [int(x) for x in f.readline().split()[1:]]
     idle = v[3] + v[4]  # idle + iowait
     return sum(v) - idle, sum(v)
+
+
+def _cpu_by_group():
+    """utime+stime jiffies of this benchmark's processes, read from /proc."""
+    groups = {}
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if int(pid) == me:
+            g = "watch"
+        elif b"-A noop worker" in cmd:  # worker main process and its prefork children
+            g = "worker"
+        elif b"redis-server" in cmd:
+            g = "redis"
+        else:
+            continue
+        groups[g] = groups.get(g, 0) + ticks
+    return groups
 
 
 def _results_check(r, n):
@@ -190,6 +231,7 @@ def main():
         p.add_argument("--n", type=int, default=50_000)
         p.add_argument("--interval", type=float, default=0.01)
         p.add_argument("--timeout", type=float, default=240)
+        p.add_argument("--stall", type=float, default=15, help="give up after this long without progress")
         p.add_argument("--save", action="store_true")
         p.set_defaults(fn=fn)
     args = ap.parse_args()

@@ -44,7 +44,7 @@ for mode in results noresult; do
   esac
 done
 
-printf '\n%-9s %-8s %4s %9s %8s %10s %10s %6s\n' mode pool conc acks_late prefetch tasks/s backend/s cpu%
+printf '\n%-9s %-8s %4s %9s %8s %8s %9s   %s\n' mode pool conc acks_late prefetch tasks/s backend/s "cpu% of 2 cores: worker/redis/watch/other"
 for cfg in $CONFIGS; do
   IFS=: read -r mode pool conc late prefetch <<<"$cfg"
   "$PY" noop.py restore --mode "$mode" --n "$N" >/dev/null
@@ -64,7 +64,10 @@ import json, sys
 mode, pool, conc, late, prefetch, path = sys.argv[1:]
 w = json.load(open(path))
 print(f"{mode:<9} {pool:<8} {conc:>4} {('True' if late == '1' else 'False'):>9} {prefetch:>8} "
-      f"{w['tasks_per_s']:>10} {str(w.get('backend_tasks_per_s', '-')):>10} {w['machine_cpu_busy_pct']:>6}")
+      f"{w['tasks_per_s']:>8} {str(w.get('backend_tasks_per_s', '-')):>9}   "
+      f"{w['cpu_worker_pct']}/{w['cpu_redis_pct']}/{w['cpu_watch_pct']}/{w['cpu_other_pct']}", flush=True)
 EOF
 done
-echo "(tasks/s: acks seen by polling LLEN+HLEN unacked every 10 ms; backend/s: span of date_done in the result backend; cpu%: whole machine busy while draining)"
+echo "(tasks/s: acks seen by polling LLEN+HLEN unacked every 10 ms; backend/s: span of date_done in"
+echo " the result backend; cpu%: share of both cores (100 = both busy) while draining, by the worker's"
+echo " processes, redis-server, the 10 ms poller, and everything else on the machine)"

@@ -697,3 +697,148 @@ async fn a_bad_schedule_stops_the_scheduler_naming_it() {
         app.stop().await.unwrap();
     }
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "test.tasks")]
+struct Fan {
+    key: String,
+    subtasks: i32,
+}
+
+/// Starts a chord of `subtasks` [`WorkTask`]s (every third fails once)
+/// with a [`CollectTask`] callback, then fails its own first attempt: the
+/// retry must not start the chord again.
+struct FanTask(Journal);
+
+impl Task for FanTask {
+    const NAME: &'static str = "test.fan";
+    type Args = Fan;
+
+    async fn run(&self, ctx: TaskContext, args: Fan) -> Result<Value, TaskError> {
+        self.0.0.lock().unwrap().push(Run {
+            key: args.key.clone(),
+            attempt: ctx.attempt,
+            priority: ctx.priority,
+            started: Instant::now(),
+            finished: None,
+        });
+        let subtasks = (0..args.subtasks)
+            .map(|i| {
+                let work = work(
+                    &format!("{}-{i}", args.key),
+                    (i as i64 * 7) % 40,
+                    (i % 3 == 0) as i32,
+                );
+                Enqueue::new::<WorkTask>(&work).unwrap()
+            })
+            .collect();
+        let callback = Enqueue::new::<CollectTask>(&Collect {
+            key: args.key.clone(),
+        })?;
+        ctx.chord(subtasks, callback).await?;
+        if ctx.attempt == 1 {
+            return Err(TaskError::Retry(anyhow::anyhow!(
+                "failing after starting the chord"
+            )));
+        }
+        Ok(Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "test.tasks")]
+struct Collect {
+    key: String,
+}
+
+/// A chord's callback: what it saw of the chord's members when it ran.
+#[derive(Debug, Clone)]
+struct Collected {
+    key: String,
+    members: usize,
+    succeeded: usize,
+    at: Instant,
+}
+
+struct CollectTask(Arc<Mutex<Vec<Collected>>>);
+
+impl Task for CollectTask {
+    const NAME: &'static str = "test.collect";
+    type Args = Collect;
+
+    async fn run(&self, ctx: TaskContext, args: Collect) -> Result<Value, TaskError> {
+        let rows = ctx.chord_results().await?;
+        let succeeded = rows.iter().filter(|r| r.state == "succeeded").count();
+        self.0.lock().unwrap().push(Collected {
+            key: args.key,
+            members: rows.len(),
+            succeeded,
+            at: Instant::now(),
+        });
+        Ok(json!({"members": rows.len(), "succeeded": succeeded}))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_callback_runs_once_after_every_subtask_finished() {
+    let mut settings = test_settings().await;
+    settings.tasks.retry_backoff = Duration::from_millis(200);
+    let journal = Journal::default();
+    let collected = Arc::new(Mutex::new(Vec::new()));
+    let tasks = Catalog::new()
+        .with(WorkTask(journal.clone()))
+        .with(FanTask(journal.clone()))
+        .with(CollectTask(collected.clone()));
+    let app = TestApp::spawn_with_tasks(settings, &[Role::Relay, Role::Worker], tasks).await;
+    let enqueuer = app.app.enqueuer().await.unwrap();
+    const N: usize = 12;
+    let parent = enqueuer
+        .produce(
+            &Enqueue::new::<FanTask>(&Fan {
+                key: "fan".into(),
+                subtasks: N as i32,
+            })
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the chord's callback ran",
+        || async { (!collected.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+    reaches(&app, parent, "succeeded", Duration::from_secs(30)).await;
+    // Long enough for a second callback, were there one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let collected = collected.lock().unwrap().clone();
+    assert_eq!(collected.len(), 1, "the callback ran once: {collected:?}");
+    let callback = &collected[0];
+    assert_eq!(
+        (callback.key.as_str(), callback.members, callback.succeeded),
+        ("fan", N, N)
+    );
+    assert_eq!(journal.runs("fan").len(), 2, "the parent ran twice");
+    let subtask_runs: Vec<Run> = journal
+        .all()
+        .into_iter()
+        .filter(|r| r.key.starts_with("fan-"))
+        .collect();
+    let expected_runs = N + N.div_ceil(3); // every third subtask failed once
+    assert_eq!(
+        subtask_runs.len(),
+        expected_runs,
+        "one chord's subtasks, not two: {subtask_runs:?}"
+    );
+    let last_finished = subtask_runs
+        .iter()
+        .filter_map(|r| r.finished)
+        .max()
+        .unwrap();
+    assert!(
+        callback.at >= last_finished,
+        "the callback ran before a subtask finished"
+    );
+    app.stop().await.unwrap();
+}

@@ -75,6 +75,46 @@ pub struct TaskContext {
     pub attempt: u32,
     /// Attempts allowed in all.
     pub max_attempts: u32,
+    /// The chord this task is a member of.
+    pub chord_id: Option<Uuid>,
+    /// The chord whose callback this task is: its members' results are in
+    /// [`TaskContext::chord_results`].
+    pub callback_of: Option<Uuid>,
+    /// What a running task may use to start subtasks (absent in unit tests).
+    pub(crate) runtime: Option<(sqlx::PgPool, crate::Enqueuer)>,
+}
+
+impl TaskContext {
+    /// Starts a chord: `subtasks`, then `callback` once every one of them
+    /// has finished (succeeded, failed or dead). All of it is enqueued in
+    /// one transaction, and once per task: a retried or re-delivered parent
+    /// finds its chord started and enqueues nothing again. Returns the
+    /// chord's id.
+    pub async fn chord(
+        &self,
+        subtasks: Vec<crate::Enqueue>,
+        callback: crate::Enqueue,
+    ) -> anyhow::Result<Uuid> {
+        let (pool, enqueuer) = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no task runtime here"))?;
+        enqueuer
+            .start_chord(pool, self.task_id, &subtasks, &callback)
+            .await
+    }
+
+    /// The results of the chord this task is the callback of, by task id.
+    pub async fn chord_results(&self) -> anyhow::Result<Vec<crate::results::TaskRow>> {
+        let (pool, _) = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no task runtime here"))?;
+        let chord_id = self
+            .callback_of
+            .ok_or_else(|| anyhow::anyhow!("{} is not a chord's callback", self.task_id))?;
+        crate::results::of_chord(pool, chord_id).await
+    }
 }
 
 /// The built-in task that does nothing: health checks and the benchmark.
@@ -349,6 +389,9 @@ mod tests {
             priority: Priority::Default,
             attempt: 1,
             max_attempts: 1,
+            chord_id: None,
+            callback_of: None,
+            runtime: None,
         }
     }
 

@@ -257,6 +257,8 @@ impl Enqueuer {
             time_limit,
             enqueued_at: Utc::now(),
             due_at: request.due_at,
+            chord_id: None,
+            callback_of: None,
         };
         let mut outgoing =
             self.outgoing(task, framing::frame(schema_id, &request.args), Vec::new());
@@ -313,33 +315,70 @@ impl Enqueuer {
         request: &Enqueue,
     ) -> Result<Uuid, EnqueueError> {
         let message = self.message(request)?;
-        let headers: serde_json::Map<String, serde_json::Value> = message
-            .headers
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone().into()))
-            .collect();
-        let event_id: Uuid = message
-            .headers
-            .iter()
-            .find(|(name, _)| name == "event_id")
-            .and_then(|(_, id)| id.parse().ok())
-            .expect("every message has an event id");
-        sqlx::query(
-            "INSERT INTO commands.outbox (event_id, topic, key, value, headers)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(event_id)
-        .bind(&message.topic)
-        .bind(&message.key)
-        .bind(&message.value)
-        .bind(serde_json::Value::Object(headers))
-        .execute(&mut *conn)
-        .await
-        .context("writing the task to the outbox")?;
-        crate::results::insert_pending(conn, &message.task).await?;
+        insert(conn, &message).await?;
         Ok(message.task_id)
     }
 
+    /// Starts a chord for `parent` (see [`crate::TaskContext::chord`]).
+    pub async fn start_chord(
+        &self,
+        pool: &sqlx::PgPool,
+        parent: Uuid,
+        subtasks: &[Enqueue],
+        callback: &Enqueue,
+    ) -> anyhow::Result<Uuid> {
+        // One chord per parent task, whichever attempt starts it.
+        let chord_id = Uuid::new_v5(&parent, b"chord");
+        let mut callback = self
+            .message(callback)
+            .map_err(|e| anyhow::anyhow!("the callback: {e}"))?;
+        callback.task.callback_of = Some(chord_id);
+        let callback = self.outgoing(
+            callback.task,
+            callback.value,
+            carried_only(&callback.headers),
+        );
+        let mut members = Vec::with_capacity(subtasks.len());
+        for (i, subtask) in subtasks.iter().enumerate() {
+            let mut member = self
+                .message(subtask)
+                .map_err(|e| anyhow::anyhow!("subtask {i}: {e}"))?;
+            member.task.chord_id = Some(chord_id);
+            members.push(self.outgoing(member.task, member.value, carried_only(&member.headers)));
+        }
+        let mut tx = pool.begin().await?;
+        let started: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO tasks.chords (chord_id, parent_task_id, total, callback_task_id, callback_name,
+                                       callback_priority, callback_max_attempts, callback_topic,
+                                       callback_value, callback_headers)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (chord_id) DO NOTHING RETURNING chord_id",
+        )
+        .bind(chord_id)
+        .bind(parent)
+        .bind(members.len() as i32)
+        .bind(callback.task_id)
+        .bind(&callback.task.task)
+        .bind(callback.task.priority.as_str())
+        .bind(callback.task.max_attempts as i32)
+        .bind(&callback.topic)
+        .bind(&callback.value)
+        .bind(headers_json(&callback.headers))
+        .fetch_optional(&mut *tx)
+        .await
+        .context("recording the chord")?;
+        if started.is_none() {
+            return Ok(chord_id);
+        }
+        for member in &members {
+            insert(&mut tx, member).await?;
+        }
+        if members.is_empty() {
+            crate::results::complete_chords(&mut tx, &[chord_id]).await?;
+        }
+        tx.commit().await?;
+        Ok(chord_id)
+    }
     /// Enqueues straight to Kafka and waits for the broker to have it (no
     /// `pending` row: the worker writes the task's row when it starts it).
     pub async fn produce(&self, request: &Enqueue) -> Result<Uuid, EnqueueError> {
@@ -369,4 +408,48 @@ impl Enqueuer {
             .with_context(|| format!("producing task {} to {}", message.task_id, message.topic))?;
         Ok(())
     }
+}
+
+/// Headers other than the task's own, `event_id` and `producer`.
+fn carried_only(headers: &[(String, String)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            !TaskHeaders::NAMES.contains(&name.as_str()) && name != "event_id" && name != "producer"
+        })
+        .cloned()
+        .collect()
+}
+
+/// The headers as a JSON object, as the outbox stores them.
+pub(crate) fn headers_json(headers: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone().into()))
+            .collect(),
+    )
+}
+
+/// Writes `message` to the outbox with its task's `pending` row.
+pub(crate) async fn insert(conn: &mut PgConnection, message: &Outgoing) -> anyhow::Result<()> {
+    let event_id: Uuid = message
+        .headers
+        .iter()
+        .find(|(name, _)| name == "event_id")
+        .and_then(|(_, id)| id.parse().ok())
+        .context("a task message without an event id")?;
+    sqlx::query(
+        "INSERT INTO commands.outbox (event_id, topic, key, value, headers)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(event_id)
+    .bind(&message.topic)
+    .bind(&message.key)
+    .bind(&message.value)
+    .bind(headers_json(&message.headers))
+    .execute(&mut *conn)
+    .await
+    .context("writing the task to the outbox")?;
+    crate::results::insert_pending(conn, &message.task).await
 }

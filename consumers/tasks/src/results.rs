@@ -92,8 +92,8 @@ pub(crate) async fn insert_pending(
     task: &TaskHeaders,
 ) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at, due_at)
-         VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6)",
+        "INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at, due_at, chord_id)
+         VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $7)",
     )
     .bind(task.task_id)
     .bind(&task.task)
@@ -101,6 +101,7 @@ pub(crate) async fn insert_pending(
     .bind(task.max_attempts as i32)
     .bind(task.enqueued_at)
     .bind(task.due_at)
+    .bind(task.chord_id)
     .execute(conn)
     .await
     .context("recording the pending task")?;
@@ -221,8 +222,10 @@ impl Writer {
     }
 }
 
-/// One statement for a batch of updates (one per task). A row in a final
-/// state, or at a later attempt, is left as it is.
+/// One transaction for a batch of updates (one per task). A row in a final
+/// state, or at a later attempt, is left as it is. A chord member reaching a
+/// final state is counted towards its chord, once; a chord whose members
+/// have all finished gets its callback enqueued in the same transaction.
 async fn write(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
     let n = updates.len();
     let mut ids = Vec::with_capacity(n);
@@ -237,6 +240,7 @@ async fn write(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
     let mut finished = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);
     let mut errors = Vec::with_capacity(n);
+    let mut chords = Vec::with_capacity(n);
     for update in updates {
         ids.push(update.task.task_id);
         names.push(update.task.task.as_str());
@@ -250,23 +254,40 @@ async fn write(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
         finished.push(update.finished_at);
         results.push(update.result.clone());
         errors.push(update.error.as_deref());
+        chords.push(update.task.chord_id);
     }
-    sqlx::query(
-        "INSERT INTO tasks.results AS r (task_id, name, priority, state, attempts, max_attempts,
-                                         enqueued_at, due_at, started_at, finished_at, result, error)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                              $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
-                              $10::timestamptz[], $11::jsonb[], $12::text[])
-         ON CONFLICT (task_id) DO UPDATE SET
-             state = EXCLUDED.state,
-             attempts = EXCLUDED.attempts,
-             due_at = EXCLUDED.due_at,
-             started_at = COALESCE(EXCLUDED.started_at, r.started_at),
-             finished_at = EXCLUDED.finished_at,
-             result = EXCLUDED.result,
-             error = EXCLUDED.error,
-             updated_at = now()
-         WHERE r.state NOT IN ('succeeded', 'failed', 'dead') AND r.attempts <= EXCLUDED.attempts",
+    let mut tx = pool.begin().await?;
+    let counted: Vec<(Uuid, bool)> = sqlx::query_as(
+        "WITH upserted AS (
+             INSERT INTO tasks.results AS r (task_id, name, priority, state, attempts, max_attempts,
+                                             enqueued_at, due_at, started_at, finished_at, result, error,
+                                             chord_id)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
+                                  $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
+                                  $10::timestamptz[], $11::jsonb[], $12::text[], $13::uuid[])
+             ON CONFLICT (task_id) DO UPDATE SET
+                 state = EXCLUDED.state,
+                 attempts = EXCLUDED.attempts,
+                 due_at = EXCLUDED.due_at,
+                 started_at = COALESCE(EXCLUDED.started_at, r.started_at),
+                 finished_at = EXCLUDED.finished_at,
+                 result = EXCLUDED.result,
+                 error = EXCLUDED.error,
+                 updated_at = now()
+             WHERE r.state NOT IN ('succeeded', 'failed', 'dead') AND r.attempts <= EXCLUDED.attempts
+             RETURNING r.task_id, r.state, r.chord_id
+         ), members AS (
+             INSERT INTO tasks.chord_members (task_id, chord_id)
+             SELECT task_id, chord_id FROM upserted
+             WHERE chord_id IS NOT NULL AND state IN ('succeeded', 'failed', 'dead')
+             ON CONFLICT (task_id) DO NOTHING
+             RETURNING chord_id
+         ), counted AS (
+             SELECT chord_id, count(*)::int AS n FROM members GROUP BY chord_id
+         )
+         UPDATE tasks.chords c SET done = c.done + counted.n
+         FROM counted WHERE c.chord_id = counted.chord_id
+         RETURNING c.chord_id, c.done = c.total",
     )
     .bind(&ids)
     .bind(&names)
@@ -280,10 +301,59 @@ async fn write(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
     .bind(&finished)
     .bind(&results)
     .bind(&errors)
-    .execute(pool)
+    .bind(&chords)
+    .fetch_all(&mut *tx)
     .await
     .context("storing task results")?;
+    let completed: Vec<Uuid> = counted
+        .into_iter()
+        .filter_map(|(chord_id, complete)| complete.then_some(chord_id))
+        .collect();
+    complete_chords(&mut tx, &completed).await?;
+    tx.commit().await.context("storing task results")?;
     Ok(())
+}
+
+/// Enqueues the callbacks of `chords`, whose members have all finished,
+/// through the outbox; a chord completes once.
+pub(crate) async fn complete_chords(
+    conn: &mut PgConnection,
+    chords: &[Uuid],
+) -> anyhow::Result<()> {
+    if chords.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH completed AS (
+             UPDATE tasks.chords SET completed_at = now()
+             WHERE chord_id = ANY($1) AND completed_at IS NULL
+             RETURNING *
+         ), queued AS (
+             INSERT INTO commands.outbox (event_id, topic, key, value, headers)
+             SELECT (callback_headers->>'event_id')::uuid, callback_topic, callback_task_id::text,
+                    callback_value, callback_headers
+             FROM completed
+         )
+         INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at)
+         SELECT callback_task_id, callback_name, callback_priority, 'pending', 0,
+                callback_max_attempts, now()
+         FROM completed",
+    )
+    .bind(chords)
+    .execute(conn)
+    .await
+    .context("enqueueing chord callbacks")?;
+    Ok(())
+}
+
+/// The members of chord `chord_id`, by task id.
+pub async fn of_chord(pool: &PgPool, chord_id: Uuid) -> anyhow::Result<Vec<TaskRow>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM tasks.results WHERE chord_id = $1 ORDER BY task_id")
+            .bind(chord_id)
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// A task's row, as the API and the CLI show it.
@@ -315,6 +385,8 @@ pub struct TaskRow {
     pub error: Option<String>,
     /// When the row last changed.
     pub updated_at: DateTime<Utc>,
+    /// The chord it is a member of.
+    pub chord_id: Option<Uuid>,
 }
 
 /// Task `task_id`'s row.

@@ -121,11 +121,15 @@ pub struct TaskHeaders {
     pub enqueued_at: DateTime<Utc>,
     /// Not before: set while the message waits in a delay topic.
     pub due_at: Option<DateTime<Utc>>,
+    /// The chord this task is a member of.
+    pub chord_id: Option<Uuid>,
+    /// The chord whose callback this task is.
+    pub callback_of: Option<Uuid>,
 }
 
 impl TaskHeaders {
     /// Header names, as on the wire.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "task_id",
         "task",
         "priority",
@@ -134,6 +138,8 @@ impl TaskHeaders {
         "time_limit_ms",
         "enqueued_at",
         "due_at",
+        "chord_id",
+        "callback_of",
     ];
 
     /// The headers as name/value pairs.
@@ -149,6 +155,12 @@ impl TaskHeaders {
         ];
         if let Some(due_at) = self.due_at {
             pairs.push(("due_at", timestamp(due_at)));
+        }
+        if let Some(chord_id) = self.chord_id {
+            pairs.push(("chord_id", chord_id.to_string()));
+        }
+        if let Some(chord_id) = self.callback_of {
+            pairs.push(("callback_of", chord_id.to_string()));
         }
         pairs
     }
@@ -186,8 +198,17 @@ impl TaskHeaders {
             due_at: header(message, "due_at")
                 .map(|value| time("due_at", &value))
                 .transpose()?,
+            chord_id: uuid(message, "chord_id")?,
+            callback_of: uuid(message, "callback_of")?,
         })
     }
+}
+
+/// An optional UUID header.
+fn uuid(message: &OwnedMessage, name: &str) -> Result<Option<Uuid>, String> {
+    header(message, name)
+        .map(|value| value.parse().map_err(|e| format!("header `{name}`: {e}")))
+        .transpose()
 }
 
 /// The wire form of a time: RFC 3339, UTC, milliseconds.

@@ -348,6 +348,9 @@ impl Worker {
                     priority: task.priority,
                     attempt: task.attempt,
                     max_attempts: task.max_attempts,
+                    chord_id: task.chord_id,
+                    callback_of: task.callback_of,
+                    runtime: Some((self.pool.clone(), self.enqueuer.clone())),
                 };
                 let attempt = runner.run(ctx, writer.as_ref().map(|w| &w.schema), datum);
                 match tokio::time::timeout(task.time_limit, attempt).await {
