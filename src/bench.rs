@@ -490,8 +490,9 @@ async fn command_side(app: &App, args: &BenchArgs, bearer: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// The task worker: no-op tasks/s from a backlog, then enqueue-to-start
-/// latency at a fixed rate with the worker idle.
+/// The task worker, as its own process (`tributary run worker`, as in
+/// production): no-op tasks/s from a backlog with its resident memory, then
+/// enqueue-to-start latency at a fixed rate with the worker idle.
 async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
     use tributary_tasks::{Enqueue, Noop, definition::NoopArgs};
 
@@ -506,26 +507,24 @@ async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
         .await?;
     let enqueued = args.tasks as f64 / clock.elapsed().as_secs_f64();
 
-    let worker = app.task_worker().await?;
-    let progress = worker.progress();
-    let token = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run(token.clone()));
+    let mut worker = WorkerProcess::start(app)?;
     let mut first = None;
+    let mut peak_rss = 0.0_f64;
     let drained = loop {
-        let done = progress.report().acknowledged as usize;
+        let done = succeeded(app).await? as usize;
         if done > 0 && first.is_none() {
             first = Some((Instant::now(), done));
+        }
+        if first.is_some() {
+            peak_rss = peak_rss.max(worker.resident_mib().unwrap_or(0.0));
         }
         if done >= args.tasks {
             break first.map(|(at, before)| (at.elapsed(), args.tasks - before));
         }
-        if running.is_finished() {
-            bail!("the task worker stopped after {done} tasks");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        worker.check()?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (drained, counted) = drained.context("no task ran")?;
-    let rss = resident_mib();
 
     // Latency: the worker idle, tasks enqueued one by one at a fixed rate.
     let latency_tasks = (args.task_rate as usize * 5).max(1);
@@ -541,14 +540,12 @@ async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
         task.await??;
     }
     let total = args.tasks + latency_tasks;
-    while (progress.report().acknowledged as usize) < total {
-        if running.is_finished() {
-            bail!("the task worker stopped");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    while (succeeded(app).await? as usize) < total {
+        worker.check()?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    token.cancel();
-    running.await??;
+    let idle_rss = worker.resident_mib();
+    worker.stop();
     let (p50, p90, p99, max): (f64, f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.9) WITHIN GROUP (ORDER BY ms),
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms)
@@ -561,7 +558,7 @@ async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "tasks ({} no-op tasks from a backlog; concurrency {})",
+        "tasks ({} no-op tasks from a backlog; one `run worker` process, concurrency {})",
         args.tasks, app.settings.tasks.concurrency
     );
     println!("{:<52} {:>14}", "measure", "value");
@@ -574,8 +571,15 @@ async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
         "{:<52} {:>14.0}",
         "tasks/s enqueued straight to Kafka", enqueued
     );
-    if let Some(rss) = rss {
-        println!("{:<52} {:>14.0}", "benchmark process resident (MiB)", rss);
+    println!(
+        "{:<52} {:>14.0}",
+        "worker resident, peak while draining (MiB)", peak_rss
+    );
+    if let Some(rss) = idle_rss {
+        println!(
+            "{:<52} {:>14.0}",
+            "worker resident, idle after the runs (MiB)", rss
+        );
     }
     println!(
         "enqueue → start at {}/s for 5 s, worker idle (ms): p50 {p50:.1}, p90 {p90:.1}, p99 {p99:.1}, max {max:.1}",
@@ -584,9 +588,69 @@ async fn tasks(app: &App, args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// This process's resident memory in MiB (Linux).
-fn resident_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+async fn succeeded(app: &App) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM tasks.results WHERE state = 'succeeded'")
+            .fetch_one(&app.pool)
+            .await?,
+    )
+}
+
+/// `tributary run worker` in a process of its own, over the benchmark's
+/// database, broker, topics, registry and task group.
+struct WorkerProcess(std::process::Child);
+
+impl WorkerProcess {
+    fn start(app: &App) -> anyhow::Result<Self> {
+        let settings = &app.settings;
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
+            .args(["run", "worker"])
+            .env("DATABASE_URL", settings.database.url.expose())
+            .env("KAFKA_BROKERS", app.cluster.bootstrap_servers())
+            .env(
+                "TRIBUTARY__KAFKA__TOPIC_PREFIX",
+                &settings.kafka.topic_prefix,
+            )
+            .env("TRIBUTARY__REGISTRY__URL", &settings.registry.url)
+            .env("TRIBUTARY__TASKS__GROUP_ID", settings.tasks.group())
+            .env("TRIBUTARY__TELEMETRY__LOG_LEVEL", "warn")
+            .stdout(std::process::Stdio::null());
+        if let Some(token) = &settings.registry.token {
+            command.env("TRIBUTARY__REGISTRY__TOKEN", token.expose());
+        }
+        Ok(Self(
+            command.spawn().context("starting `tributary run worker`")?,
+        ))
+    }
+
+    /// Fails if the worker has exited.
+    fn check(&mut self) -> anyhow::Result<()> {
+        match self.0.try_wait()? {
+            Some(status) => bail!("the worker process exited: {status}"),
+            None => Ok(()),
+        }
+    }
+
+    fn resident_mib(&self) -> Option<f64> {
+        resident_mib(&format!("/proc/{}/status", self.0.id()))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A process's resident memory in MiB, from its `/proc/<pid>/status` (Linux).
+fn resident_mib(status: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(status).ok()?;
     let kib: f64 = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))?

@@ -68,7 +68,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { role } => {
             telemetry::init_logs(&settings.telemetry);
             telemetry::metrics();
-            let grace = settings.projector.drain_timeout + Duration::from_secs(2);
+            // Every role drains within its own deadline; the longest, plus
+            // time to store and commit what was drained.
+            let grace = [
+                settings.projector.drain_timeout,
+                settings.process_manager.drain_timeout,
+                settings.tasks.drain_timeout,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or_default()
+                + Duration::from_secs(5);
             let app = App::connect(settings, role == Role::All).await?;
             let mut shutdown = Shutdown::new();
             app.spawn(role, Listeners::default(), &mut shutdown).await?;

@@ -13,7 +13,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${BENCH_CACHE:-$HOME/.cache/tributary-celery-bench}"
 VENV="$CACHE/venv"
 N="${N:-50000}"
-CONFIGS="${CONFIGS:-results:prefork:2:1:64 results:prefork:2:0:64 results:threads:4:1:64 results:gevent:64:1:64 results:solo:1:1:64 noresult:prefork:2:1:64 noresult:prefork:2:0:64 noresult:solo:1:0:64}"
+CONFIGS="${CONFIGS:-results:prefork:2:1:64 results:prefork:2:0:64 results:solo:1:1:64 results:threads:4:1:64 noresult:prefork:2:1:64 noresult:prefork:2:0:64 noresult:solo:1:0:64}"
 
 if [ ! -x "$VENV/bin/celery" ]; then
   python3 -m venv "$VENV"

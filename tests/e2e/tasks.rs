@@ -81,6 +81,9 @@ impl Task for WorkTask {
             });
             (runs.len() - 1, before)
         };
+        if args.failures < 0 {
+            panic!("a task that panics");
+        }
         tokio::time::sleep(Duration::from_millis(args.sleep_ms as u64)).await;
         self.0.0.lock().unwrap()[index.0].finished = Some(Instant::now());
         if (index.1 as i32) < args.failures {
@@ -200,6 +203,14 @@ async fn bad_task_requests_are_refused_naming_the_field() {
         (
             json!({"task": "tributary.noop", "max_attempts": 0}),
             "max_attempts",
+        ),
+        (
+            json!({"task": "tributary.noop", "countdown": "400days"}),
+            "countdown",
+        ),
+        (
+            json!({"task": "tributary.noop", "eta": "9999-01-01T00:00:00Z"}),
+            "eta",
         ),
     ];
     for (body, field) in cases {
@@ -329,6 +340,35 @@ async fn a_task_over_its_time_limit_fails_that_attempt() {
     let runs = journal.runs("slow");
     assert_eq!(runs.len(), 1);
     assert!(runs[0].finished.is_none(), "the attempt was stopped");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_fails_its_attempt_and_the_worker_carries_on() {
+    let (app, journal) = spawn(test_settings().await, &[Role::Worker]).await;
+    let enqueuer = app.app.enqueuer().await.unwrap();
+    let panics = enqueuer
+        .produce(
+            &Enqueue::new::<WorkTask>(&work("panics", 0, -1))
+                .unwrap()
+                .max_attempts(1),
+        )
+        .await
+        .unwrap();
+    let row = reaches(&app, panics, "dead", Duration::from_secs(30)).await;
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: a task that panics"),
+        "{row:?}"
+    );
+    let after = enqueuer
+        .produce(&Enqueue::new::<WorkTask>(&work("after", 0, 0)).unwrap())
+        .await
+        .unwrap();
+    reaches(&app, after, "succeeded", Duration::from_secs(30)).await;
+    assert_eq!(journal.runs("panics").len(), 1);
     app.stop().await.unwrap();
 }
 

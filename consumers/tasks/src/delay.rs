@@ -12,7 +12,7 @@
 //! most about a delay's width (1 s, 10 s, 1 min, 10 min, 1 h) after its
 //! `due_at` in the worst case, and within a second or two in practice.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -64,15 +64,20 @@ impl Forwarder {
     /// Forwards until `token` is cancelled; the message it was waiting for
     /// stays uncommitted (it is read again).
     pub(crate) async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        // Fetched while waiting for a message to come due, oldest first.
+        let mut fetched: VecDeque<OwnedMessage> = VecDeque::new();
         loop {
-            let message = tokio::select! {
-                () = token.cancelled() => break,
-                message = self.consumer.recv() => match message {
-                    Ok(message) => message.detach(),
-                    Err(error) => {
-                        tracing::warn!(error = %error, "delay consumer error");
-                        continue;
-                    }
+            let message = match fetched.pop_front() {
+                Some(message) => message,
+                None => tokio::select! {
+                    () = token.cancelled() => break,
+                    message = self.consumer.recv() => match message {
+                        Ok(message) => message.detach(),
+                        Err(error) => {
+                            tracing::warn!(error = %error, "delay consumer error");
+                            continue;
+                        }
+                    },
                 },
             };
             let task = match TaskHeaders::read(&message) {
@@ -85,7 +90,10 @@ impl Forwarder {
                             error = format!("{error:#}"),
                             "dead-lettering failed; trying again"
                         );
-                        tokio::time::sleep(backoff).await;
+                        tokio::select! {
+                            () = token.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(backoff) => {}
+                        }
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                     }
                     self.commit(&message);
@@ -100,9 +108,27 @@ impl Forwarder {
                 _ => due,
             };
             if let Ok(wait) = (until - now).to_std() {
-                tokio::select! {
-                    () = token.cancelled() => break,
-                    () = tokio::time::sleep(wait) => {}
+                // Wait with the partitions paused, polling on: the consumer
+                // keeps serving its group however long the wait.
+                self.pause(true);
+                let deadline = tokio::time::Instant::now() + wait;
+                let cancelled = loop {
+                    tokio::select! {
+                        () = token.cancelled() => break true,
+                        () = tokio::time::sleep_until(deadline) => break false,
+                        more = self.consumer.recv() => match more {
+                            Ok(more) => {
+                                fetched.push_back(more.detach());
+                                // A rebalance: new partitions come unpaused.
+                                self.pause(true);
+                            }
+                            Err(error) => tracing::warn!(error = %error, "delay consumer error"),
+                        },
+                    }
+                };
+                self.pause(false);
+                if cancelled {
+                    break;
                 }
             }
             let value = message.payload().unwrap_or_default().to_vec();
@@ -120,6 +146,20 @@ impl Forwarder {
         }
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Pauses (or resumes) every partition the consumer holds.
+    fn pause(&self, pause: bool) {
+        let result = self.consumer.assignment().and_then(|assigned| {
+            if pause {
+                self.consumer.pause(&assigned)
+            } else {
+                self.consumer.resume(&assigned)
+            }
+        });
+        if let Err(error) = result {
+            tracing::warn!(error = %error, pause, "cannot pause or resume a delay consumer");
+        }
     }
 
     fn commit(&self, message: &OwnedMessage) {

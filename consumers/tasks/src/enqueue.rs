@@ -44,6 +44,8 @@ pub struct Enqueue {
     pub time_limit: Option<Duration>,
     /// The correlation id of whatever asked for it.
     pub correlation_id: Option<String>,
+    /// Whether `due_at` came from a countdown (for error messages).
+    countdown_given: bool,
 }
 
 impl Enqueue {
@@ -71,6 +73,7 @@ impl Enqueue {
             max_attempts: None,
             time_limit: None,
             correlation_id: None,
+            countdown_given: false,
         }
     }
 
@@ -80,15 +83,20 @@ impl Enqueue {
         self
     }
 
-    /// Not before `countdown` from now.
+    /// Not before `countdown` from now (more than [`wire::MAX_DELAY`] is
+    /// refused when the task is enqueued).
     pub fn countdown(mut self, countdown: Duration) -> Self {
-        self.due_at = Some(Utc::now() + countdown);
+        let countdown = chrono::Duration::from_std(countdown.min(wire::MAX_DELAY * 2))
+            .unwrap_or(chrono::Duration::MAX);
+        self.due_at = Utc::now().checked_add_signed(countdown);
+        self.countdown_given = true;
         self
     }
 
     /// Not before `eta`.
     pub fn eta(mut self, eta: DateTime<Utc>) -> Self {
         self.due_at = Some(eta);
+        self.countdown_given = false;
         self
     }
 
@@ -235,17 +243,29 @@ impl Enqueuer {
             .ok_or_else(|| EnqueueError::UnknownTask(request.task.clone()))?;
         let settings = &self.inner.settings;
         let max_attempts = request.max_attempts.unwrap_or(settings.max_attempts);
-        if !(1..=100).contains(&max_attempts) {
+        if !(1..=wire::MAX_ATTEMPTS).contains(&max_attempts) {
             return Err(EnqueueError::Invalid {
                 field: "max_attempts",
-                message: "must be between 1 and 100".into(),
+                message: format!("must be between 1 and {}", wire::MAX_ATTEMPTS),
             });
         }
         let time_limit = request.time_limit.unwrap_or(settings.time_limit);
-        if time_limit.is_zero() || time_limit > Duration::from_secs(24 * 3600) {
+        if time_limit.is_zero() || time_limit > wire::MAX_TIME_LIMIT {
             return Err(EnqueueError::Invalid {
                 field: "time_limit",
                 message: "must be more than 0 and at most 24 hours".into(),
+            });
+        }
+        if let Some(due_at) = request.due_at
+            && due_at > Utc::now() + wire::MAX_DELAY
+        {
+            return Err(EnqueueError::Invalid {
+                field: if request.countdown_given {
+                    "countdown"
+                } else {
+                    "eta"
+                },
+                message: "must be at most 366 days ahead".into(),
             });
         }
         let task = TaskHeaders {
@@ -368,6 +388,16 @@ impl Enqueuer {
         .await
         .context("recording the chord")?;
         if started.is_none() {
+            // A retried or re-delivered parent: its chord is under way.
+            let (total, callback_name): (i32, String) =
+                sqlx::query_as("SELECT total, callback_name FROM tasks.chords WHERE chord_id = $1")
+                    .bind(chord_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            anyhow::ensure!(
+                total as usize == members.len() && callback_name == callback.task.task,
+                "task {parent} already started a chord ({total} subtasks, then {callback_name}): one chord per task"
+            );
             return Ok(chord_id);
         }
         for member in &members {

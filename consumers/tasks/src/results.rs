@@ -122,11 +122,45 @@ pub(crate) struct Update {
 }
 
 impl Update {
-    /// Folds a later update of the same task into this one.
-    fn merge(&mut self, later: Update) {
-        let started_at = later.started_at.or(self.started_at);
-        *self = later;
+    /// Folds another update of the same task into this one; the one further
+    /// along (later attempt, then later state) wins, so two copies of one
+    /// delivery never move a row backwards.
+    fn merge(&mut self, other: Update) {
+        let started_at = other.started_at.or(self.started_at);
+        if other.progress() >= self.progress() {
+            *self = other;
+        }
         self.started_at = started_at;
+    }
+
+    fn progress(&self) -> (u32, u8) {
+        let stage = match self.state {
+            State::Pending => 0,
+            State::Running => 1,
+            State::Retrying => 2,
+            State::Succeeded | State::Failed | State::Dead => 3,
+        };
+        (self.task.attempt, stage)
+    }
+
+    /// A copy the database accepts whatever the task produced: no result,
+    /// no chord, the reason it could not be stored.
+    fn unstorable(&self, why: &anyhow::Error) -> Update {
+        let mut task = self.task.clone();
+        task.chord_id = None;
+        Update {
+            task,
+            state: if self.state.is_final() {
+                State::Failed
+            } else {
+                self.state
+            },
+            result: None,
+            error: Some(crate::worker::bounded(format!(
+                "the outcome could not be stored: {why:#}"
+            ))),
+            ..self.clone()
+        }
     }
 }
 
@@ -205,6 +239,14 @@ impl Writer {
             }
             let mut backoff = Duration::from_millis(100);
             while let Err(error) = write(&self.pool, &updates).await {
+                if tributary_consumer::failure::classify(&error)
+                    == tributary_consumer::Failure::BadInput
+                {
+                    // A row the database refuses: store the batch row by row,
+                    // the refused ones without what made them unstorable.
+                    self.write_one_by_one(&updates).await;
+                    break;
+                }
                 tracing::warn!(
                     error = format!("{error:#}"),
                     ?backoff,
@@ -217,6 +259,40 @@ impl Writer {
                 .fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for ack in waiting {
                 ack.acknowledge();
+            }
+        }
+    }
+}
+
+impl Writer {
+    async fn write_one_by_one(&self, updates: &[Update]) {
+        for update in updates {
+            let mut backoff = Duration::from_millis(100);
+            let mut attempt = update.clone();
+            loop {
+                match write(&self.pool, std::slice::from_ref(&attempt)).await {
+                    Ok(()) => break,
+                    Err(error)
+                        if tributary_consumer::failure::classify(&error)
+                            == tributary_consumer::Failure::BadInput =>
+                    {
+                        if attempt.result.is_none() && attempt.task.chord_id.is_none() {
+                            tracing::error!(task_id = %update.task.task_id, error = format!("{error:#}"), "a task's outcome cannot be stored; skipped");
+                            break;
+                        }
+                        tracing::warn!(task_id = %update.task.task_id, error = format!("{error:#}"), "a task's outcome was refused; storing it without its result");
+                        attempt = update.unstorable(&error);
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            ?backoff,
+                            "storing a task result failed; retrying"
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
             }
         }
     }

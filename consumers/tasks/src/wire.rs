@@ -102,6 +102,13 @@ pub fn delay_for(remaining: Duration) -> Duration {
         .unwrap_or(DELAYS[0])
 }
 
+/// Most attempts a task may have.
+pub const MAX_ATTEMPTS: u32 = 100;
+/// Longest time limit of one attempt.
+pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(24 * 3600);
+/// Furthest ahead a countdown or an ETA may be.
+pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// A task message's own headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskHeaders {
@@ -177,7 +184,7 @@ impl TaskHeaders {
         };
         let task_id = required("task_id")?;
         let enqueued_at = required("enqueued_at")?;
-        Ok(Self {
+        let headers = Self {
             task_id: task_id.parse().map_err(|e| parse_err("task_id", &e))?,
             task: required("task")?,
             priority: required("priority")?
@@ -200,7 +207,19 @@ impl TaskHeaders {
                 .transpose()?,
             chord_id: uuid(message, "chord_id")?,
             callback_of: uuid(message, "callback_of")?,
-        })
+        };
+        if !(1..=MAX_ATTEMPTS).contains(&headers.max_attempts) {
+            return Err(format!(
+                "header `max_attempts`: not between 1 and {MAX_ATTEMPTS}"
+            ));
+        }
+        if !(1..=headers.max_attempts).contains(&headers.attempt) {
+            return Err("header `attempt`: not between 1 and `max_attempts`".into());
+        }
+        if headers.time_limit.is_zero() || headers.time_limit > MAX_TIME_LIMIT {
+            return Err("header `time_limit_ms`: not between 1 ms and 24 hours".into());
+        }
+        Ok(headers)
     }
 }
 
@@ -227,6 +246,12 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
     })
 }
 
+/// Headers a message that moves on does not keep: set afresh (`event_id`,
+/// `producer`), or true of one delivery only (`redriven_from`: the worker
+/// reopens a redriven task's row once, not on its retries). `redrive_count`
+/// is kept, for the redrive's loop guard.
+const NOT_CARRIED: [&str; 3] = ["event_id", "producer", "redriven_from"];
+
 /// The headers a message keeps when it moves on (a retry, a delay's end):
 /// every header but the task's own, `event_id` and `producer`, which the
 /// next message sets afresh.
@@ -236,9 +261,7 @@ pub fn carried(message: &OwnedMessage) -> Vec<(String, String)> {
     };
     headers
         .iter()
-        .filter(|h| {
-            !TaskHeaders::NAMES.contains(&h.key) && h.key != "event_id" && h.key != "producer"
-        })
+        .filter(|h| !TaskHeaders::NAMES.contains(&h.key) && !NOT_CARRIED.contains(&h.key))
         .filter_map(|h| {
             h.value
                 .map(|v| (h.key.to_owned(), String::from_utf8_lossy(v).into_owned()))

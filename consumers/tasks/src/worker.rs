@@ -9,7 +9,7 @@
 //! so a crash re-delivers every job that had not finished.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -19,6 +19,7 @@ use std::{
 
 use anyhow::Context;
 use chrono::Utc;
+use futures::FutureExt;
 use rand::Rng;
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
@@ -353,8 +354,14 @@ impl Worker {
                     runtime: Some((self.pool.clone(), self.enqueuer.clone())),
                 };
                 let attempt = runner.run(ctx, writer.as_ref().map(|w| &w.schema), datum);
+                // A panicking task fails its attempt like an error would.
+                let attempt = std::panic::AssertUnwindSafe(attempt).catch_unwind();
                 match tokio::time::timeout(task.time_limit, attempt).await {
-                    Ok(outcome) => outcome,
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(panic)) => Err(TaskError::Retry(anyhow::anyhow!(
+                        "the task panicked: {}",
+                        panic_message(panic.as_ref())
+                    ))),
                     Err(_) => Err(TaskError::Retry(anyhow::anyhow!(
                         "the time limit of {:?} passed",
                         task.time_limit
@@ -400,16 +407,19 @@ impl Worker {
                 Update {
                     state: State::Retrying,
                     due_at: Some(due_at),
-                    error: Some(format!("{error:#}")),
+                    error: Some(bounded(format!("{error:#}"))),
                     ..finished
                 }
             }
             Err(error) => {
                 let (state, reason) = match &error {
-                    TaskError::Permanent(e) => (State::Failed, format!("{e:#}")),
+                    TaskError::Permanent(e) => (State::Failed, bounded(format!("{e:#}"))),
                     TaskError::Retry(e) => (
                         State::Dead,
-                        format!("attempt {} of {}: {e:#}", task.attempt, task.max_attempts),
+                        bounded(format!(
+                            "attempt {} of {}: {e:#}",
+                            task.attempt, task.max_attempts
+                        )),
                     ),
                 };
                 self.dead_letter(message, &reason).await;
@@ -515,6 +525,35 @@ impl Worker {
             "task dead-lettered"
         );
     }
+}
+
+/// What a panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Longest error kept in a result row and a dead letter's `error` header.
+const MAX_ERROR: usize = 2000;
+
+/// `error` as stored: at most [`MAX_ERROR`] bytes, without NUL characters
+/// (PostgreSQL text refuses them).
+pub(crate) fn bounded(mut error: String) -> String {
+    if error.contains('\0') {
+        error = error.replace('\0', "");
+    }
+    if error.len() > MAX_ERROR {
+        let mut end = MAX_ERROR;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+        error.push('…');
+    }
+    error
 }
 
 /// The next job, from the highest queue that has one; `None` at shutdown.
@@ -626,7 +665,9 @@ struct Offsets {
 
 #[derive(Debug, Default)]
 struct Partition {
-    in_flight: BTreeSet<i64>,
+    /// Offsets fetched and not yet acknowledged, with how many copies (a
+    /// partition lost and assigned back is fetched again).
+    in_flight: BTreeMap<i64, usize>,
     next: i64,
     committed: i64,
 }
@@ -637,21 +678,33 @@ impl Offsets {
         let partition = partitions
             .entry((message.topic().to_owned(), message.partition()))
             .or_default();
-        partition.in_flight.insert(message.offset());
+        *partition.in_flight.entry(message.offset()).or_default() += 1;
         partition.next = partition.next.max(message.offset() + 1);
     }
 
     fn acknowledge(&self, partition: (String, i32), offset: i64) {
-        if let Some(partition) = self.lock().get_mut(&partition) {
-            partition.in_flight.remove(&offset);
+        if let Some(partition) = self.lock().get_mut(&partition)
+            && let Some(copies) = partition.in_flight.get_mut(&offset)
+        {
+            *copies -= 1;
+            if *copies == 0 {
+                partition.in_flight.remove(&offset);
+            }
         }
     }
 
+    /// Commits each partition up to its oldest unacknowledged offset: what
+    /// moved since the last commit, or (`CommitMode::Sync`, when stopping)
+    /// every partition, in case an asynchronous commit failed.
     fn commit(&self, consumer: &StreamConsumer, mode: CommitMode) {
         let mut list = TopicPartitionList::new();
+        let every = matches!(mode, CommitMode::Sync);
         for ((topic, partition), state) in self.lock().iter_mut() {
-            let upto = state.in_flight.first().copied().unwrap_or(state.next);
-            if upto > state.committed {
+            let upto = state
+                .in_flight
+                .first_key_value()
+                .map_or(state.next, |(offset, _)| *offset);
+            if upto > state.committed || (every && upto > 0) {
                 if let Err(error) =
                     list.add_partition_offset(topic, *partition, Offset::Offset(upto))
                 {
