@@ -265,10 +265,14 @@ impl App {
     pub async fn task_worker(&self) -> anyhow::Result<Worker> {
         let bootstrap = self.cluster.bootstrap_servers();
         let group = self.settings.tasks.group();
-        let consumer = |name: &str| {
+        // librdkafka prefetches up to 64 MiB per consumer by default; a
+        // worker has eight consumers, and a job message is small.
+        let consumer = |name: &str, prefetch_kib: &str| {
             let mut config = self.settings.kafka.consumer_config(&bootstrap, name);
-            // A busy worker pauses its partitions: a small prefetch is enough.
-            config.set("queued.max.messages.kbytes", "16384");
+            config
+                .set("queued.max.messages.kbytes", prefetch_kib)
+                .set("fetch.max.bytes", "1048576")
+                .set("max.partition.fetch.bytes", "262144");
             config
         };
         let wiring = WorkerWiring {
@@ -277,7 +281,7 @@ impl App {
                     (
                         p,
                         self.settings.kafka.topic(&p.topic()),
-                        consumer(&format!("{group}.{p}")),
+                        consumer(&format!("{group}.{p}"), "2048"),
                     )
                 })
                 .into(),
@@ -287,10 +291,10 @@ impl App {
                     (
                         d,
                         self.settings.kafka.topic(&topic),
-                        consumer(&format!(
-                            "{group}.delay.{}",
-                            tributary_tasks::wire::delay_name(d)
-                        )),
+                        consumer(
+                            &format!("{group}.delay.{}", tributary_tasks::wire::delay_name(d)),
+                            "256",
+                        ),
                     )
                 })
                 .into(),

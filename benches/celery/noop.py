@@ -1,7 +1,8 @@
 """Celery no-op task throughput benchmark (Redis broker, optional Redis result backend).
 
-Worker side:  celery -A noop worker ...      (configured through the BENCH_* variables below)
-Driver side:  python noop.py run --mode results|noresult --n 50000 ...   (called by run.sh)
+Worker side:  BENCH_ACKS_LATE=1|0 BENCH_PREFETCH=64 celery -A noop worker -P prefork -c 2 -Q bench ...
+Driver side:  python noop.py enqueue|restore|watch --mode results|noresult --n 50000   (run.sh calls these)
+              python noop.py flush
 
 Everything lives in Redis db 15; only db 15 is ever flushed.
 """
@@ -10,7 +11,6 @@ import json
 import os
 import sys
 import time
-import uuid
 
 from celery import Celery
 

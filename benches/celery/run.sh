@@ -8,6 +8,7 @@
 # A config is  mode:pool:concurrency:acks_late(1|0):prefetch_multiplier
 # Uses Redis db 15 only (flushed before every config and at the end).
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the repo (the worker imports noop.py from here)
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${BENCH_CACHE:-$HOME/.cache/tributary-celery-bench}"
