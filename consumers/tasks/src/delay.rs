@@ -7,10 +7,11 @@
 //! produces it on, waits for the broker's acknowledgement and only then
 //! commits its offset: a crash repeats a forward, it never loses one.
 //!
-//! A message waits behind the one before it on its partition. Messages go to
-//! the topic of the longest delay not above their wait, so one comes due at
-//! most about a delay's width (1 s, 10 s, 1 min, 10 min, 1 h) after its
-//! `due_at` in the worst case, and within a second or two in practice.
+//! One message at a time, across the topic's partitions: a message waits
+//! behind whatever is ahead of it. Messages go to the topic of the longest
+//! delay not above their wait, so a topic's messages come due in about the
+//! order they arrive. While it waits the forwarder pauses its partitions and
+//! keeps polling, so a long wait does not drop it from its group.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
