@@ -391,38 +391,9 @@ async fn the_loop_guard_stops_a_payment_that_keeps_failing() {
     app.stop().await.unwrap();
 }
 
-/// Runs the built binary against the test's database, broker and registry.
+/// Runs `tributary ctl dlq ARGS` against the test's services.
 fn ctl(app: &TestApp, args: &[&str]) -> (i32, String, String) {
-    let settings = &app.app.settings;
-    let env = [
-        ("DATABASE_URL", settings.database.url.expose().to_owned()),
-        ("KAFKA_BROKERS", app.app.cluster.bootstrap_servers()),
-        (
-            "TRIBUTARY__KAFKA__TOPIC_PREFIX",
-            settings.kafka.topic_prefix.clone(),
-        ),
-        ("TRIBUTARY__REGISTRY__URL", settings.registry.url.clone()),
-        (
-            "TRIBUTARY__REGISTRY__TOKEN",
-            settings
-                .registry
-                .token
-                .as_ref()
-                .unwrap()
-                .expose()
-                .to_owned(),
-        ),
-        (
-            "TRIBUTARY__PROJECTOR__GROUP_ID",
-            settings.projector.group_id.clone().unwrap(),
-        ),
-        (
-            "TRIBUTARY__PROCESS_MANAGER__GROUP_ID",
-            settings.process_manager.group_id.clone().unwrap(),
-        ),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    tributary(&env, &[&["ctl", "dlq"][..], args].concat())
+    app.run_binary(&[&["ctl", "dlq"][..], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,42 @@ impl TestApp {
         Self::spawn_with(test_settings().await, roles).await
     }
 
+    /// The environment that points the built binary at this test's
+    /// database, broker, topics, registry and consumer groups.
+    pub(crate) fn binary_env(&self) -> Vec<(&'static str, String)> {
+        let settings = &self.app.settings;
+        let mut env = vec![
+            ("DATABASE_URL", settings.database.url.expose().to_owned()),
+            ("KAFKA_BROKERS", self.app.cluster.bootstrap_servers()),
+            (
+                "TRIBUTARY__KAFKA__TOPIC_PREFIX",
+                settings.kafka.topic_prefix.clone(),
+            ),
+            ("TRIBUTARY__REGISTRY__URL", settings.registry.url.clone()),
+            (
+                "TRIBUTARY__TASKS__GROUP_ID",
+                settings.tasks.group().to_owned(),
+            ),
+        ];
+        if let Some(token) = &settings.registry.token {
+            env.push(("TRIBUTARY__REGISTRY__TOKEN", token.expose().to_owned()));
+        }
+        if let Some(group) = &settings.projector.group_id {
+            env.push(("TRIBUTARY__PROJECTOR__GROUP_ID", group.clone()));
+        }
+        if let Some(group) = &settings.process_manager.group_id {
+            env.push(("TRIBUTARY__PROCESS_MANAGER__GROUP_ID", group.clone()));
+        }
+        env
+    }
+
+    /// Runs the built binary with `args` against this test's services.
+    pub(crate) fn run_binary(&self, args: &[&str]) -> (i32, String, String) {
+        let env = self.binary_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        tributary(&env, args)
+    }
+
     /// Stops every role and returns how they ended.
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         self.token.cancel();

@@ -21,7 +21,7 @@ use tributary_tasks::{
 };
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, eventually, problem, test_settings, tributary};
+use crate::helpers::{TestApp, eventually, problem, test_settings};
 
 /// The test task's arguments.
 #[derive(Debug, Clone, Serialize, Deserialize, AvroSchema)]
@@ -299,19 +299,14 @@ async fn after_the_last_attempt_a_task_is_dead_lettered_and_a_redrive_runs_it() 
     assert!(letters[0].headers["error"].contains("flaky failure 2 of 2"));
 
     // The flaky service is back: a redrive runs the task once more.
-    let env = ctl_env(&app);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, stdout, stderr) = tributary(
-        &env,
-        &[
-            "ctl",
-            "dlq",
-            "redrive",
-            "--group",
-            app.app.settings.tasks.group(),
-            "--json",
-        ],
-    );
+    let (code, stdout, stderr) = app.run_binary(&[
+        "ctl",
+        "dlq",
+        "redrive",
+        "--group",
+        app.app.settings.tasks.group(),
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let row = reaches(&app, task_id, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(row.result, Some(json!({"key": "doomed", "attempt": 2})));
@@ -414,7 +409,7 @@ async fn a_worker_killed_mid_task_leaves_it_to_the_next_worker() {
         .await
         .unwrap();
     // A worker process, killed (SIGKILL) while the task runs.
-    let env = ctl_env(&app);
+    let env = app.binary_env();
     let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(["run", "worker"])
         .env_remove("KAFKA_BROKERS")
@@ -493,63 +488,28 @@ async fn high_priority_tasks_drain_first_under_load() {
     app.stop().await.unwrap();
 }
 
-/// The environment that points the binary at this test's services.
-fn ctl_env(app: &TestApp) -> Vec<(&'static str, String)> {
-    let settings = &app.app.settings;
-    vec![
-        ("DATABASE_URL", settings.database.url.expose().to_owned()),
-        ("KAFKA_BROKERS", app.app.cluster.bootstrap_servers()),
-        (
-            "TRIBUTARY__KAFKA__TOPIC_PREFIX",
-            settings.kafka.topic_prefix.clone(),
-        ),
-        ("TRIBUTARY__REGISTRY__URL", settings.registry.url.clone()),
-        (
-            "TRIBUTARY__REGISTRY__TOKEN",
-            settings
-                .registry
-                .token
-                .as_ref()
-                .unwrap()
-                .expose()
-                .to_owned(),
-        ),
-        (
-            "TRIBUTARY__TASKS__GROUP_ID",
-            settings.tasks.group().to_owned(),
-        ),
-    ]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_enqueues_shows_and_lists_tasks() {
     let (app, _) = spawn(test_settings().await, &[Role::Relay, Role::Worker]).await;
-    let env = ctl_env(&app);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, stdout, stderr) = tributary(
-        &env,
-        &[
-            "ctl",
-            "task",
-            "enqueue",
-            "tributary.noop",
-            "--priority",
-            "low",
-            "--json",
-        ],
-    );
+    let (code, stdout, stderr) = app.run_binary(&[
+        "ctl",
+        "task",
+        "enqueue",
+        "tributary.noop",
+        "--priority",
+        "low",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let enqueued: Value = serde_json::from_str(stdout.trim()).unwrap();
     let task_id: Uuid = enqueued["task_id"].as_str().unwrap().parse().unwrap();
     reaches(&app, task_id, "succeeded", Duration::from_secs(30)).await;
 
-    let (code, stdout, _) = tributary(&env, &["ctl", "task", "show", &task_id.to_string()]);
+    let (code, stdout, _) = app.run_binary(&["ctl", "task", "show", &task_id.to_string()]);
     assert_eq!(code, 0);
     assert!(stdout.contains("state     succeeded"), "{stdout}");
-    let (code, stdout, _) = tributary(
-        &env,
-        &["ctl", "task", "list", "--state", "succeeded", "--json"],
-    );
+    let (code, stdout, _) =
+        app.run_binary(&["ctl", "task", "list", "--state", "succeeded", "--json"]);
     assert_eq!(code, 0);
     let listed: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(listed["task_id"], task_id.to_string());
@@ -573,7 +533,7 @@ async fn the_cli_enqueues_shows_and_lists_tasks() {
         ),
         (&["ctl", "task", "show", "not-a-uuid"][..], "invalid"),
     ] {
-        let (code, stdout, stderr) = tributary(&env, args);
+        let (code, stdout, stderr) = app.run_binary(args);
         assert_ne!(code, 0, "{args:?}: {stdout}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         // clap adds a hint line to its own refusals.
@@ -689,9 +649,7 @@ async fn missed_ticks_are_skipped_or_caught_up_once_and_next_ticks_are_visible()
         .unwrap()
         .and_utc();
 
-    let env = ctl_env(&app);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, stdout, stderr) = tributary(&env, &["ctl", "task", "schedules", "--json"]);
+    let (code, stdout, stderr) = app.run_binary(&["ctl", "task", "schedules", "--json"]);
     assert_eq!(code, 0, "{stderr}");
     let rows: Vec<Value> = stdout
         .lines()
