@@ -29,10 +29,12 @@ fn group(app: &TestApp) -> String {
 }
 
 /// Lists until exactly `expected` dead letters match (the dead-letter topic
-/// fills asynchronously, through the outbox and the relay).
+/// fills asynchronously, through the outbox and the relay). Under the whole
+/// suite's load one listing of every group can take tens of seconds (each
+/// read may wait up to 30 s for tansu), hence the long deadline.
 async fn list_until(app: &TestApp, filter: &Filter, expected: usize) -> Vec<Listed> {
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(150),
         &format!("{expected} dead letters listed"),
         || async {
             let listed = dlq::list(&app.app, filter).await.ok()?;
