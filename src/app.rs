@@ -9,6 +9,11 @@ use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
 use tributary_commands::{AppState, Catalog, Customers, Orders, ProcessManager};
 use tributary_consumer::{AvroDecoder, Consumer, Wiring};
+use tributary_notifier::{
+    Notifier, NotifierSettings,
+    email::{Mailer, SendEmail},
+    webhook::DeliverWebhook,
+};
 use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
 use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
@@ -20,12 +25,14 @@ use uuid::Uuid;
 use crate::Settings;
 
 /// Every crate's migrations, applied as one ordered set.
-pub const MIGRATORS: [&Migrator; 5] = [
+pub const MIGRATORS: [&Migrator; 7] = [
     &tributary_consumer::MIGRATOR,
     &tributary_registry::MIGRATOR,
     &tributary_commands::MIGRATOR,
     &tributary_projector::MIGRATOR,
     &tributary_tasks::MIGRATOR,
+    &tributary_notifier::MIGRATOR,
+    &tributary_shop_tasks::MIGRATOR,
 ];
 
 /// How long a role waits for the registry at start-up.
@@ -46,6 +53,26 @@ pub struct App {
     contract: Arc<tokio::sync::OnceCell<ContractIds>>,
     /// The task enqueuer (argument schemas registered), built once per process.
     enqueuer: Arc<tokio::sync::OnceCell<Enqueuer>>,
+}
+
+/// Every task this binary runs: the built-ins, the notifier's deliveries and the shop's tasks.
+fn task_catalog(
+    pool: &PgPool,
+    notifier: &NotifierSettings,
+) -> anyhow::Result<tributary_tasks::Catalog> {
+    let email = SendEmail::new(pool.clone(), Mailer::new(&notifier.email)?);
+    let catalog = tributary_tasks::Catalog::new()
+        .with(DeliverWebhook::new(
+            pool.clone(),
+            notifier.webhooks.clone(),
+        )?)
+        .with(email.clone());
+    Ok(tributary_shop_tasks::with_tasks(
+        catalog,
+        pool,
+        &email,
+        &notifier.email.reports_to,
+    ))
 }
 
 /// Gives `settings` one fresh token with every scope, for a process that is
@@ -96,6 +123,8 @@ pub enum Role {
     ProcessManager,
     /// The query API (HTTP).
     Query,
+    /// The notifier: webhooks and e-mails for the shop's events (delivered by the worker).
+    Notifier,
     /// The task worker: runs tasks, forwards delayed ones.
     Worker,
     /// The scheduler: enqueues periodic tasks (one fires per tick, however many run).
@@ -112,11 +141,12 @@ impl App {
     pub async fn connect(settings: Settings, allow_mock: bool) -> anyhow::Result<Self> {
         let pool = tributary_platform::db::connect(&settings.database, &MIGRATORS).await?;
         let cluster = Arc::new(Cluster::connect(&settings.kafka, allow_mock)?);
+        let tasks = task_catalog(&pool, &settings.notifier)?;
         Ok(Self {
             settings,
             pool,
             cluster,
-            tasks: tributary_tasks::Catalog::new(),
+            tasks,
             contract: Arc::default(),
             enqueuer: Arc::default(),
         })
@@ -132,6 +162,7 @@ impl App {
             tributary_tasks::wire::DELAYS.map(|d| self.settings.kafka.topic(&self.delay_topic(d))),
         );
         names.push(self.dead_letters_of(self.settings.tasks.group()));
+        names.push(self.notifier_dead_letters());
         self.cluster
             .ensure_topics(&self.settings.kafka, &names)
             .await
@@ -192,10 +223,16 @@ impl App {
         let ingest = tributary_ingest::Ingest::new(self.registry_client()?, producer, prefix);
         let tasks =
             tributary_tasks::api::router(self.pool.clone(), self.enqueuer().await?, auth.clone());
+        let subscriptions = tributary_notifier::api::router(
+            self.pool.clone(),
+            self.settings.notifier.webhooks.allow_private_targets,
+            auth.clone(),
+        );
         Ok(
             tributary_commands::router(state, &self.settings.api, auth.clone())
                 .merge(tributary_ingest::router(ingest, auth))
-                .merge(tasks),
+                .merge(tasks)
+                .merge(subscriptions),
         )
     }
 
@@ -363,6 +400,47 @@ impl App {
         )
     }
 
+    /// The notifier's dead-letter topic.
+    pub fn notifier_dead_letters(&self) -> String {
+        self.dead_letters_of(
+            self.settings
+                .notifier
+                .consumer
+                .group_or(tributary_notifier::GROUP),
+        )
+    }
+
+    /// The notifier in its configured consumer group.
+    pub async fn notifier(&self) -> anyhow::Result<Consumer<Notifier>> {
+        let ids = self.contract_ids().await?;
+        let settings = &self.settings.notifier;
+        let email_attempts = settings
+            .email
+            .smtp_url
+            .is_some()
+            .then_some(settings.email.max_attempts);
+        if email_attempts.is_none() {
+            tracing::info!("notifier.email.smtp_url is not set: no e-mails to customers");
+        }
+        let notifier = Notifier::new(
+            AvroDecoder::new(self.registry_client()?, ids),
+            self.enqueuer().await?,
+            settings.webhooks.clone(),
+            email_attempts,
+            vec![Arc::new(tributary_shop_tasks::InvoiceOnPaid)],
+        );
+        let wiring = self.wiring(
+            settings.consumer.group_or(tributary_notifier::GROUP),
+            vec![self.topic(Topic::Orders), self.topic(Topic::Customers)],
+        );
+        Consumer::new(
+            self.pool.clone(),
+            notifier,
+            &wiring,
+            settings.consumer.clone(),
+        )
+    }
+
     /// The process manager in its configured consumer group.
     pub async fn process_manager(&self) -> anyhow::Result<Consumer<ProcessManager>> {
         let ids = self.contract_ids().await?;
@@ -409,7 +487,12 @@ impl App {
         }
         if matches!(
             role,
-            Role::Relay | Role::Projector | Role::ProcessManager | Role::Worker | Role::All
+            Role::Relay
+                | Role::Projector
+                | Role::ProcessManager
+                | Role::Notifier
+                | Role::Worker
+                | Role::All
         ) {
             self.ensure_topics().await?;
         }
@@ -432,6 +515,14 @@ impl App {
             shutdown.spawn("process-manager", async move {
                 manager.run(token).await.map(drop)
             });
+        }
+        if matches!(role, Role::Notifier | Role::All) {
+            let notifier = self.notifier().await?;
+            let token = token.clone();
+            shutdown.spawn(
+                "notifier",
+                async move { notifier.run(token).await.map(drop) },
+            );
         }
         if matches!(role, Role::Worker | Role::All) {
             let worker = self.task_worker().await?;

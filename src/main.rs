@@ -74,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.projector.drain_timeout,
                 settings.process_manager.drain_timeout,
                 settings.tasks.drain_timeout,
+                settings.notifier.consumer.drain_timeout,
             ]
             .into_iter()
             .max()

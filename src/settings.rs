@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 use tributary_commands::CommandApiSettings;
 use tributary_consumer::ConsumerSettings;
+use tributary_notifier::NotifierSettings;
 use tributary_platform::{
     auth::AuthSettings, db::DatabaseSettings, kafka::KafkaSettings, telemetry::TelemetrySettings,
 };
@@ -42,6 +43,8 @@ pub struct Settings {
     pub query: QuerySettings,
     /// The task worker and enqueueing.
     pub tasks: TaskSettings,
+    /// The notifier: webhooks and e-mails.
+    pub notifier: NotifierSettings,
 }
 
 #[cfg(test)]

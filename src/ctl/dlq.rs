@@ -256,6 +256,17 @@ fn groups(settings: &Settings) -> Vec<Group> {
             ],
         },
         Group {
+            name: settings
+                .notifier
+                .consumer
+                .group_or(tributary_notifier::GROUP)
+                .to_owned(),
+            inputs: vec![
+                Topic::Orders.name().to_owned(),
+                Topic::Customers.name().to_owned(),
+            ],
+        },
+        Group {
             name: settings.tasks.group().to_owned(),
             // Tasks go back to their queues; a delayed one to its delay topic.
             inputs: tributary_tasks::Priority::ALL

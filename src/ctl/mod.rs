@@ -6,6 +6,7 @@ pub mod analyst;
 pub mod dlq;
 pub mod projection;
 pub mod task;
+pub mod webhook;
 
 use clap::Subcommand;
 
@@ -26,6 +27,9 @@ pub enum CtlCommand {
     /// Tasks: enqueue, show, list.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Webhook subscriptions: add, list, show, remove.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// Runs an operator command.
@@ -35,5 +39,6 @@ pub async fn run(settings: Settings, command: CtlCommand) -> anyhow::Result<()> 
         CtlCommand::Analyst(command) => analyst::run(settings, command).await,
         CtlCommand::Dlq(command) => dlq::run(settings, command).await,
         CtlCommand::Task(command) => task::run(settings, command).await,
+        CtlCommand::Webhook(command) => webhook::run(settings, command).await,
     }
 }

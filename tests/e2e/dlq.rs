@@ -621,7 +621,7 @@ fn bad_input_is_refused_in_one_line_before_anything_is_sent() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert_eq!(
             stderr.trim(),
-            "error: there is no consumer group \"nope\" (groups: tributary-projector, tributary-process-manager, tributary-tasks)"
+            "error: there is no consumer group \"nope\" (groups: tributary-projector, tributary-process-manager, tributary-notifier, tributary-tasks)"
         );
     }
 }

@@ -41,6 +41,9 @@ pub(crate) async fn test_settings() -> Settings {
     settings.projector.group_id = Some(format!("projector-{unique}"));
     settings.process_manager.group_id = Some(format!("process-manager-{unique}"));
     settings.tasks.group_id = Some(format!("tasks-{unique}"));
+    settings.notifier.consumer.group_id = Some(format!("notifier-{unique}"));
+    // The tests' receivers listen on loopback.
+    settings.notifier.webhooks.allow_private_targets = true;
     settings.relay.retry_interval = Duration::from_millis(100);
     tributary::app::own_token(&mut settings);
     settings
@@ -59,14 +62,14 @@ pub(crate) struct TestApp {
 impl TestApp {
     /// Spawns `roles` (the registry always runs) over `settings`.
     pub(crate) async fn spawn_with(settings: Settings, roles: &[Role]) -> Self {
-        Self::spawn_with_tasks(settings, roles, tributary_tasks::Catalog::new()).await
+        Self::spawn_with_tasks(settings, roles, |tasks| tasks).await
     }
 
-    /// Spawns `roles` over `settings`, with `tasks` as the tasks the process knows.
+    /// Spawns `roles` over `settings`; `tasks` adds to the tasks the process knows.
     pub(crate) async fn spawn_with_tasks(
         mut settings: Settings,
         roles: &[Role],
-        tasks: tributary_tasks::Catalog,
+        tasks: impl FnOnce(tributary_tasks::Catalog) -> tributary_tasks::Catalog,
     ) -> Self {
         let mut listeners = Listeners::ephemeral(&mut settings)
             .await
@@ -74,7 +77,7 @@ impl TestApp {
         let mut app = App::connect(settings, false)
             .await
             .expect("connecting the app");
-        app.tasks = tasks;
+        app.tasks = tasks(app.tasks.clone());
         app.ensure_topics().await.expect("topics");
         seed_catalog(&app).await;
         let mut shutdown = Shutdown::new();
@@ -154,6 +157,13 @@ impl TestApp {
         if let Some(group) = &settings.process_manager.group_id {
             env.push(("TRIBUTARY__PROCESS_MANAGER__GROUP_ID", group.clone()));
         }
+        if let Some(group) = &settings.notifier.consumer.group_id {
+            env.push(("TRIBUTARY__NOTIFIER__CONSUMER__GROUP_ID", group.clone()));
+        }
+        env.push((
+            "TRIBUTARY__NOTIFIER__WEBHOOKS__ALLOW_PRIVATE_TARGETS",
+            settings.notifier.webhooks.allow_private_targets.to_string(),
+        ));
         env
     }
 
@@ -162,6 +172,14 @@ impl TestApp {
         let env = self.binary_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         tributary(&env, args)
+    }
+
+    /// Redrives the task worker's dead letters with the CLI; asserts it succeeded.
+    pub(crate) fn redrive_tasks(&self) {
+        let group = self.app.settings.tasks.group();
+        let (code, stdout, stderr) =
+            self.run_binary(&["ctl", "dlq", "redrive", "--group", group, "--json"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
     }
 
     /// Stops every role and returns how they ended.
@@ -183,6 +201,33 @@ impl TestApp {
             .send()
             .await
             .expect("the API answers")
+    }
+
+    /// Registers a customer through the API and returns their id.
+    pub(crate) async fn register_customer(&self, email: &str, name: &str) -> Uuid {
+        let response = self
+            .post(
+                "/customers",
+                &serde_json::json!({"email": email, "name": name}),
+            )
+            .await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["customer_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// The results of the tasks named `name`, newest first.
+    pub(crate) async fn task_rows(&self, name: &str) -> Vec<tributary_tasks::results::TaskRow> {
+        tributary_tasks::results::list(
+            &self.app.pool,
+            &tributary_tasks::results::Filter {
+                name: Some(name.to_owned()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
     }
 
     /// Places an order through the API and returns its id.
@@ -472,4 +517,81 @@ pub(crate) async fn status(app: &TestApp, order_id: &str) -> (String, i32) {
         .fetch_one(&app.app.pool)
         .await
         .unwrap()
+}
+
+/// A local SMTP server (aiosmtpd, from the test environment's Python) that
+/// keeps every message it receives in a maildir.
+pub(crate) struct SmtpSink {
+    pub(crate) url: String,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SmtpSink {
+    /// Starts one on a free port of 127.0.0.1 and points `settings`' e-mails at it.
+    pub(crate) async fn start(settings: &mut Settings) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("tributary-smtp-{}", Uuid::new_v4().simple()));
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (tests/services.sh installs it)");
+        let sink = Self {
+            url: format!("smtp://127.0.0.1:{port}"),
+            dir,
+            child,
+        };
+        eventually(
+            Duration::from_secs(20),
+            "the SMTP sink to listen",
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        settings.notifier.email.smtp_url = Some(tributary_platform::Secret::new(&sink.url));
+        sink
+    }
+
+    /// Every message received so far, raw.
+    pub(crate) fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("new")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+            .collect()
+    }
+
+    /// Waits until `count` messages matching `filter` arrived, and returns them.
+    pub(crate) async fn wait_for(
+        &self,
+        count: usize,
+        what: &str,
+        filter: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        eventually(Duration::from_secs(60), what, || async {
+            let found: Vec<String> = self.messages().into_iter().filter(|m| filter(m)).collect();
+            (found.len() >= count).then_some(found)
+        })
+        .await
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tributary::{Role, Settings};
 use tributary_tasks::{
-    Catalog, Enqueue, Priority, Task, TaskContext, TaskError,
+    Enqueue, Priority, Task, TaskContext, TaskError,
     results::{self, TaskRow},
     schedule::{Missed, Schedule},
 };
@@ -99,9 +99,9 @@ impl Task for WorkTask {
 
 async fn spawn(settings: Settings, roles: &[Role]) -> (TestApp, Journal) {
     let journal = Journal::default();
-    let tasks = Catalog::new().with(WorkTask(journal.clone()));
+    let task = WorkTask(journal.clone());
     (
-        TestApp::spawn_with_tasks(settings, roles, tasks).await,
+        TestApp::spawn_with_tasks(settings, roles, |tasks| tasks.with(task)).await,
         journal,
     )
 }
@@ -299,15 +299,7 @@ async fn after_the_last_attempt_a_task_is_dead_lettered_and_a_redrive_runs_it() 
     assert!(letters[0].headers["error"].contains("flaky failure 2 of 2"));
 
     // The flaky service is back: a redrive runs the task once more.
-    let (code, stdout, stderr) = app.run_binary(&[
-        "ctl",
-        "dlq",
-        "redrive",
-        "--group",
-        app.app.settings.tasks.group(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    app.redrive_tasks();
     let row = reaches(&app, task_id, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(row.result, Some(json!({"key": "doomed", "attempt": 2})));
     assert_eq!(journal.runs("doomed").len(), 3);
@@ -783,11 +775,15 @@ async fn a_chord_callback_runs_once_after_every_subtask_finished() {
     settings.tasks.retry_backoff = Duration::from_millis(200);
     let journal = Journal::default();
     let collected = Arc::new(Mutex::new(Vec::new()));
-    let tasks = Catalog::new()
-        .with(WorkTask(journal.clone()))
-        .with(FanTask(journal.clone()))
-        .with(CollectTask(collected.clone()));
-    let app = TestApp::spawn_with_tasks(settings, &[Role::Relay, Role::Worker], tasks).await;
+    let (work, fan, collect) = (
+        WorkTask(journal.clone()),
+        FanTask(journal.clone()),
+        CollectTask(collected.clone()),
+    );
+    let app = TestApp::spawn_with_tasks(settings, &[Role::Relay, Role::Worker], |tasks| {
+        tasks.with(work).with(fan).with(collect)
+    })
+    .await;
     let enqueuer = app.app.enqueuer().await.unwrap();
     const N: usize = 12;
     let parent = enqueuer

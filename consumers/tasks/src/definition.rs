@@ -272,15 +272,15 @@ impl Catalog {
             T::NAME.to_owned(),
             Arc::new(move |json: &[u8]| {
                 refuse_unknown_fields(&schema, json)?;
-                let deserializer = &mut serde_json::Deserializer::from_slice(json);
+                // The API's own JSON reading names the field; here it sits under `args`.
                 let args: T::Args =
-                    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-                        let path = error.path().to_string();
-                        let message = error.inner().to_string();
-                        let message = message.split(" at line ").next().unwrap_or(&message);
+                    tributary_platform::http::parse_json(json).map_err(|problem| {
                         ArgsError::Field {
-                            field: field_path(&path, message),
-                            message: message.to_owned(),
+                            field: match problem.field.as_deref() {
+                                None | Some("") => "args".to_owned(),
+                                Some(field) => format!("args.{field}"),
+                            },
+                            message: problem.detail,
                         }
                     })?;
                 Ok(encode_args(&schema, &args)?)
@@ -338,23 +338,6 @@ fn refuse_unknown_fields(schema: &Schema, json: &[u8]) -> Result<(), ArgsError> 
             message: format!("unknown field `{key}`"),
         }),
         None => Ok(()),
-    }
-}
-
-/// `args.<path>`, with the field named in a missing/unknown-field message.
-fn field_path(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
-        .and_then(|rest| rest.split('`').next());
-    let base = if path == "." || path.is_empty() {
-        "args".to_owned()
-    } else {
-        format!("args.{path}")
-    };
-    match named {
-        Some(name) => format!("{base}.{name}"),
-        None => base,
     }
 }
 
