@@ -302,12 +302,19 @@ impl App {
     pub async fn task_worker(&self) -> anyhow::Result<Worker> {
         let bootstrap = self.cluster.bootstrap_servers();
         let group = self.settings.tasks.group();
-        // librdkafka prefetches up to 64 MiB per consumer by default; a
-        // worker has eight consumers, and a job message is small.
-        let consumer = |name: &str, prefetch_kib: &str| {
+        // librdkafka prefetches up to 64 MiB or 100,000 messages per
+        // consumer by default; a worker has eight consumers. Its byte limit
+        // counts payloads only, and a task's payload is its arguments, a
+        // few bytes (the rest is headers): the message count is what bounds
+        // a task consumer's prefetch.
+        let consumer = |name: &str, prefetch_kib: &str, prefetch_messages: &str| {
             let mut config = self.settings.kafka.consumer_config(&bootstrap, name);
             config
                 .set("queued.max.messages.kbytes", prefetch_kib)
+                .set("queued.min.messages", prefetch_messages)
+                // A full prefetch waits this long before fetching again
+                // (1 s by default: a worker would idle at every refill).
+                .set("fetch.queue.backoff.ms", "10")
                 .set("fetch.max.bytes", "1048576")
                 .set("max.partition.fetch.bytes", "262144");
             config
@@ -318,7 +325,7 @@ impl App {
                     (
                         p,
                         self.settings.kafka.topic(&p.topic()),
-                        consumer(&format!("{group}.{p}"), "2048"),
+                        consumer(&format!("{group}.{p}"), "2048", "2048"),
                     )
                 })
                 .into(),
@@ -330,6 +337,7 @@ impl App {
                         self.settings.kafka.topic(&topic),
                         consumer(
                             &format!("{group}.delay.{}", tributary_tasks::wire::delay_name(d)),
+                            "256",
                             "256",
                         ),
                     )

@@ -614,6 +614,10 @@ impl WorkerProcess {
             )
             .env("TRIBUTARY__REGISTRY__URL", &settings.registry.url)
             .env("TRIBUTARY__TASKS__GROUP_ID", settings.tasks.group())
+            .env(
+                "TRIBUTARY__PROJECTOR__GROUP_ID",
+                settings.projector.group_or(tributary_projector::GROUP),
+            )
             .env("TRIBUTARY__TELEMETRY__LOG_LEVEL", "warn")
             .stdout(std::process::Stdio::null());
         if let Some(token) = &settings.registry.token {

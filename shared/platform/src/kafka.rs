@@ -2,7 +2,11 @@
 //! creates topics, and starts librdkafka's in-process mock cluster for the
 //! zero-setup demo.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use rdkafka::{
@@ -234,12 +238,36 @@ impl Cluster {
             }
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> = settings
-            .client_config(&self.bootstrap_servers)
-            .create()
-            .context("creating a Kafka admin client")?;
+        let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
+            settings
+                .client_config(&self.bootstrap_servers)
+                .create()
+                .context("creating a Kafka admin client")?,
+        );
+        // Only what is missing is created: a role may start without the
+        // right to create topics, and a cluster that cannot create them over
+        // the protocol (another process's mock) is left alone.
+        let existing: HashSet<String> = {
+            let admin = Arc::clone(&admin);
+            tokio::task::spawn_blocking(move || {
+                admin
+                    .inner()
+                    .fetch_metadata(None, Duration::from_secs(10))
+                    .map(|metadata| {
+                        metadata
+                            .topics()
+                            .iter()
+                            .map(|topic| topic.name().to_owned())
+                            .collect()
+                    })
+            })
+            .await
+            .context("reading the cluster's topics")?
+            .context("reading the cluster's topics")?
+        };
         let topics: Vec<NewTopic<'_>> = names
             .iter()
+            .filter(|name| !existing.contains(name.as_str()))
             .map(|name| {
                 NewTopic::new(
                     name,
@@ -248,11 +276,17 @@ impl Cluster {
                 )
             })
             .collect();
+        if topics.is_empty() {
+            return Ok(());
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics(&topics, &options)
             .await
-            .context("creating topics")?;
+            .with_context(|| {
+                let missing: Vec<&str> = topics.iter().map(|topic| topic.name).collect();
+                format!("creating topics {}", missing.join(", "))
+            })?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -325,5 +359,22 @@ mod tests {
             brokers: Some("k:9092".into()),
             ..KafkaSettings::default()
         }
+    }
+
+    /// A role on another process's mock cluster (whose CreateTopics times
+    /// out) starts when its topics are there: nothing existing is created.
+    #[tokio::test]
+    async fn existing_topics_are_not_created_again() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("tasks.default", 2, 1).unwrap();
+        let settings = KafkaSettings {
+            brokers: Some(mock.bootstrap_servers()),
+            ..KafkaSettings::default()
+        };
+        let cluster = Cluster::connect(&settings, false).unwrap();
+        cluster
+            .ensure_topics(&settings, &["tasks.default".to_owned()])
+            .await
+            .expect("no CreateTopics for a topic that exists");
     }
 }
