@@ -399,6 +399,122 @@ async fn subscriptions_are_managed_over_http_and_the_cli_and_bad_ones_name_the_f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_secret_signs_at_once_and_the_old_one_only_for_the_overlap() {
+    let app = TestApp::spawn_with(
+        test_settings().await,
+        &[Role::Api, Role::Relay, Role::Notifier, Role::Worker],
+    )
+    .await;
+    let (url, receiver) = receiver(0).await;
+    let (id, old) = subscribe(&app, &url, &["shop.customers.CustomerRegistered"]).await;
+    let rotate = |body: Value| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            app.post(&format!("/webhooks/subscriptions/{id}/rotate"), &body)
+                .await
+        }
+    };
+    // The signature of the `n`th delivery (a customer registered for each).
+    let delivered = |n: usize| {
+        let receiver = receiver.clone();
+        async move {
+            eventually(Duration::from_secs(60), "the delivery", || async {
+                let (requests, _) = snapshot(&receiver);
+                requests.get(n - 1).cloned()
+            })
+            .await
+        }
+    };
+
+    // Rotated with an hour's overlap: both secrets sign.
+    let response = rotate(json!({"overlap_seconds": 3600})).await;
+    assert_eq!(response.status(), 200);
+    let rotated: Value = response.json().await.unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("whsec_") && new != old);
+    assert!(rotated["secret_rotated_at"].is_string(), "{rotated}");
+    let until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(rotated["previous_secret_expires_at"].clone()).unwrap();
+    let ahead = until - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::minutes(59) && ahead <= chrono::Duration::hours(1),
+        "{rotated}"
+    );
+    app.register_customer("ada@example.com", "Ada Lovelace")
+        .await;
+    let first = delivered(1).await;
+    let header = first.header(SIGNATURE_HEADER);
+    assert_eq!(header.matches("v1=").count(), 2, "{header}");
+    assert!(verify(&new, header, &first.body));
+    assert!(verify(&old, header, &first.body));
+
+    // Rotated again, retiring the old one at once, with a secret of our own.
+    let own = "whsec_chosen-by-the-subscriber-0001";
+    let response = rotate(json!({"secret": own, "overlap_seconds": 0})).await;
+    assert_eq!(response.status(), 200);
+    let rotated: Value = response.json().await.unwrap();
+    assert_eq!(rotated["secret"], own);
+    assert!(rotated["previous_secret_expires_at"].is_null(), "{rotated}");
+    app.register_customer("grace@example.com", "Grace Hopper")
+        .await;
+    let second = delivered(2).await;
+    let header = second.header(SIGNATURE_HEADER);
+    assert_eq!(header.matches("v1=").count(), 1, "{header}");
+    assert!(verify(own, header, &second.body));
+    assert!(!verify(&new, header, &second.body));
+    assert!(!verify(&old, header, &second.body));
+
+    // Refusals name the field and change nothing.
+    for (body, field) in [
+        (json!({"overlap_seconds": 8 * 24 * 3600}), "overlap_seconds"),
+        (json!({"overlap_seconds": -1}), "overlap_seconds"),
+        (json!({"secret": "short"}), "secret"),
+        (json!({"colour": "red"}), "colour"),
+    ] {
+        let p = problem(rotate(body.clone()).await, 400).await;
+        assert_eq!(p["field"], field, "{body}: {p}");
+    }
+    let missing = app
+        .post(
+            &format!("/webhooks/subscriptions/{}/rotate", Uuid::new_v4()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+    let p = problem(
+        app.post("/webhooks/subscriptions/nope/rotate", &json!({}))
+            .await,
+        400,
+    )
+    .await;
+    assert_eq!(p["field"], "subscription_id");
+    let stored = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT secret FROM notifier.subscriptions WHERE subscription_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(stored().await, own, "nothing refused was stored");
+
+    // The CLI: a refusal in one line, then a rotation printed as JSON.
+    let (code, _, stderr) = app.run_binary(&["ctl", "webhook", "rotate", &id, "--overlap", "8d"]);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--overlap: "), "{stderr}");
+    let (code, stdout, stderr) =
+        app.run_binary(&["ctl", "webhook", "rotate", &id, "--overlap", "0s", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rotated: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(rotated["subscription_id"], id.as_str());
+    assert_eq!(stored().await, rotated["secret"].as_str().unwrap());
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_to_a_private_address_is_refused_without_a_request() {
     let mut settings = test_settings().await;
     settings.notifier.webhooks.allow_private_targets = false;

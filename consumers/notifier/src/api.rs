@@ -1,6 +1,7 @@
 //! Webhook subscriptions over HTTP (scope `admin`):
 //! `POST /webhooks/subscriptions`, `GET /webhooks/subscriptions`,
-//! `GET|DELETE /webhooks/subscriptions/{id}`.
+//! `GET|DELETE /webhooks/subscriptions/{id}`,
+//! `POST /webhooks/subscriptions/{id}/rotate` (a new secret).
 
 use std::sync::Arc;
 
@@ -10,9 +11,9 @@ use axum::{
     http::StatusCode,
     middleware::from_fn_with_state,
     response::IntoResponse,
-    routing::get,
+    routing::{get, post},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tributary_platform::{
     auth::{AuthSettings, Guard, Scope, require},
@@ -20,7 +21,7 @@ use tributary_platform::{
 };
 use uuid::Uuid;
 
-use crate::subscriptions::{self, NewSubscription};
+use crate::subscriptions::{self, NewSubscription, Rotation, Subscription};
 
 #[derive(Debug, Clone)]
 struct Subscriptions {
@@ -35,6 +36,10 @@ pub fn router(pool: PgPool, allow_private: bool, auth: Arc<AuthSettings>) -> Rou
         .route(
             "/webhooks/subscriptions/{subscription_id}",
             get(show).delete(remove),
+        )
+        .route(
+            "/webhooks/subscriptions/{subscription_id}/rotate",
+            post(rotate),
         )
         .route_layer(from_fn_with_state(Guard::new(auth, Scope::Admin), require))
         .with_state(Subscriptions {
@@ -52,9 +57,30 @@ async fn create(
     let (subscription, secret) = subscriptions::create(&state.pool, &new)
         .await
         .map_err(anyhow::Error::from)?;
-    let mut body = serde_json::to_value(&subscription).map_err(anyhow::Error::from)?;
+    Ok((StatusCode::CREATED, with_secret(&subscription, &secret)?))
+}
+
+/// A subscription with its secret: shown when it is made, never after.
+fn with_secret(subscription: &Subscription, secret: &str) -> Result<Json<Value>, Problem> {
+    let mut body = serde_json::to_value(subscription).map_err(anyhow::Error::from)?;
     body["secret"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)))
+    Ok(Json(body))
+}
+
+async fn rotate(
+    State(state): State<Subscriptions>,
+    Path(subscription_id): Path<String>,
+    JsonBody(rotation): JsonBody<Rotation>,
+) -> Result<impl IntoResponse, Problem> {
+    let subscription_id = id(&subscription_id)?;
+    rotation
+        .validate()
+        .map_err(|e| Problem::invalid_field(e.field, e.message))?;
+    let (subscription, secret) = subscriptions::rotate(&state.pool, subscription_id, &rotation)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or_else(|| Problem::not_found(format!("no subscription {subscription_id}")))?;
+    with_secret(&subscription, &secret)
 }
 
 async fn list(State(state): State<Subscriptions>) -> Result<impl IntoResponse, Problem> {

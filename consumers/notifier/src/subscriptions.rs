@@ -13,6 +13,18 @@ const MAX_URL: usize = 2048;
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 /// Longest description accepted.
 const MAX_DESCRIPTION: usize = 500;
+/// How long a rotated-out secret signs on when the rotation does not say.
+pub const DEFAULT_OVERLAP_SECONDS: u32 = 24 * 60 * 60;
+/// Longest a rotated-out secret may sign on.
+pub const MAX_OVERLAP_SECONDS: u32 = 7 * 24 * 60 * 60;
+
+/// The columns of a [`Subscription`], for `concat!` into static SQL.
+macro_rules! columns {
+    () => {
+        "subscription_id, url, event_types, description, created_at, \
+         secret_rotated_at, previous_secret_expires_at"
+    };
+}
 
 /// A subscription as stored (its secret is shown once, when it is created).
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -22,6 +34,10 @@ pub struct Subscription {
     pub event_types: Vec<String>,
     pub description: String,
     pub created_at: DateTime<Utc>,
+    /// When the secret was last rotated.
+    pub secret_rotated_at: Option<DateTime<Utc>>,
+    /// Until when the secret it replaced still signs deliveries too.
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 /// A subscription to create, as the API and the CLI receive it.
@@ -52,6 +68,62 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
     Invalid {
         field: field.into(),
         message: message.into(),
+    }
+}
+
+/// A secret given by the caller must be of a sensible length.
+fn check_secret(secret: Option<&str>) -> Result<(), Invalid> {
+    match secret {
+        Some(secret) if !SECRET_LEN.contains(&secret.len()) => Err(invalid(
+            "secret",
+            format!(
+                "must be {} to {} characters",
+                SECRET_LEN.start(),
+                SECRET_LEN.end()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A generated secret: `whsec_` and 256 random bits in hex.
+fn generated_secret() -> String {
+    format!(
+        "whsec_{}{}",
+        Uuid::new_v4().simple(),
+        Uuid::new_v4().simple()
+    )
+}
+
+/// A secret rotation, as the API and the CLI receive it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// The new signing key; generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// How long the replaced secret signs on beside the new one, so
+    /// receivers can switch without refusing a delivery; 0 retires it at
+    /// once. [`DEFAULT_OVERLAP_SECONDS`] when absent.
+    #[serde(default)]
+    pub overlap_seconds: Option<u32>,
+}
+
+impl Rotation {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_secret(self.secret.as_deref())?;
+        if self.overlap() > MAX_OVERLAP_SECONDS {
+            return Err(invalid(
+                "overlap_seconds",
+                format!("at most {MAX_OVERLAP_SECONDS} (7 days)"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn overlap(&self) -> u32 {
+        self.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS)
     }
 }
 
@@ -92,18 +164,7 @@ impl NewSubscription {
                 ));
             }
         }
-        if let Some(secret) = &self.secret
-            && !SECRET_LEN.contains(&secret.len())
-        {
-            return Err(invalid(
-                "secret",
-                format!(
-                    "must be {} to {} characters",
-                    SECRET_LEN.start(),
-                    SECRET_LEN.end()
-                ),
-            ));
-        }
+        check_secret(self.secret.as_deref())?;
         if self.description.len() > MAX_DESCRIPTION {
             return Err(invalid(
                 "description",
@@ -116,21 +177,15 @@ impl NewSubscription {
 
 /// Stores `new` (validated by the caller) and returns it with its secret.
 pub async fn create(pool: &PgPool, new: &NewSubscription) -> sqlx::Result<(Subscription, String)> {
-    let secret = new.secret.clone().unwrap_or_else(|| {
-        format!(
-            "whsec_{}{}",
-            Uuid::new_v4().simple(),
-            Uuid::new_v4().simple()
-        )
-    });
+    let secret = new.secret.clone().unwrap_or_else(generated_secret);
     let mut event_types = new.event_types.clone();
     event_types.sort();
     event_types.dedup();
-    let subscription = sqlx::query_as(
+    let subscription = sqlx::query_as(concat!(
         "INSERT INTO notifier.subscriptions (subscription_id, url, event_types, secret, description)
-         VALUES ($1, $2, $3, $4, $5)
-         RETURNING subscription_id, url, event_types, description, created_at",
-    )
+         VALUES ($1, $2, $3, $4, $5) RETURNING ",
+        columns!()
+    ))
     .bind(Uuid::now_v7())
     .bind(&new.url)
     .bind(&event_types)
@@ -143,23 +198,52 @@ pub async fn create(pool: &PgPool, new: &NewSubscription) -> sqlx::Result<(Subsc
 
 /// Every subscription, oldest first.
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Subscription>> {
-    sqlx::query_as(
-        "SELECT subscription_id, url, event_types, description, created_at
-         FROM notifier.subscriptions ORDER BY subscription_id",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM notifier.subscriptions ORDER BY subscription_id"
+    ))
     .fetch_all(db)
     .await
 }
 
 /// One subscription.
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Subscription>> {
-    sqlx::query_as(
-        "SELECT subscription_id, url, event_types, description, created_at
-         FROM notifier.subscriptions WHERE subscription_id = $1",
-    )
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM notifier.subscriptions WHERE subscription_id = $1"
+    ))
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+/// Gives a subscription a new secret (validated by the caller); the one it
+/// replaces signs beside it for the rotation's overlap. A secret replaced
+/// earlier and still overlapping stops signing. Returns the subscription
+/// and its new secret, `None` when there is no such subscription.
+pub async fn rotate(
+    pool: &PgPool,
+    id: Uuid,
+    rotation: &Rotation,
+) -> sqlx::Result<Option<(Subscription, String)>> {
+    let secret = rotation.secret.clone().unwrap_or_else(generated_secret);
+    let rotated: Option<Subscription> = sqlx::query_as(concat!(
+        "UPDATE notifier.subscriptions
+         SET previous_secret = CASE WHEN $3 > 0 THEN secret END,
+             previous_secret_expires_at = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END,
+             secret = $2,
+             secret_rotated_at = now()
+         WHERE subscription_id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(&secret)
+    .bind(f64::from(rotation.overlap()))
+    .fetch_optional(pool)
+    .await?;
+    Ok(rotated.map(|subscription| (subscription, secret)))
 }
 
 /// Deletes a subscription; deliveries already enqueued for it are dropped
@@ -233,6 +317,26 @@ mod tests {
         let mut short = new("https://example.com/", &["*"]);
         short.secret = Some("short".into());
         assert_eq!(field(short.validate(false)), "secret");
+    }
+
+    #[test]
+    fn bad_rotations_name_the_field() {
+        assert!(Rotation::default().validate().is_ok());
+        let short = Rotation {
+            secret: Some("short".into()),
+            ..Rotation::default()
+        };
+        assert_eq!(field(short.validate()), "secret");
+        let long = Rotation {
+            overlap_seconds: Some(MAX_OVERLAP_SECONDS + 1),
+            ..Rotation::default()
+        };
+        assert_eq!(field(long.validate()), "overlap_seconds");
+        let none = Rotation {
+            overlap_seconds: Some(0),
+            ..Rotation::default()
+        };
+        assert!(none.validate().is_ok());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - `Tributary-Signature: t=<unix seconds>,v1=<hex>`: HMAC-SHA256, keyed
 //!   with the subscription's secret, over `<t>.<body>`. A receiver recomputes
 //!   it, compares in constant time and refuses a `t` too far from its clock
-//!   (replays).
+//!   (replays). For a while after the secret is rotated, a second `v1=`
+//!   signs with the secret it replaced: a receiver accepts the delivery when
+//!   any `v1` matches its key.
 //! - `Idempotency-Key` and `Tributary-Event-Id`: the event id, the same on
 //!   every attempt: a receiver that saw it already acknowledges and does
 //!   nothing.
@@ -37,10 +39,16 @@ use crate::WebhookSettings;
 /// The signature header.
 pub const SIGNATURE_HEADER: &str = "Tributary-Signature";
 
-/// The value of [`SIGNATURE_HEADER`] for `body` sent at `timestamp` (unix seconds).
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let digest = mac(secret, timestamp, body).finalize().into_bytes();
-    format!("t={timestamp},v1={}", hex::encode(digest))
+/// The value of [`SIGNATURE_HEADER`] for `body` sent at `timestamp` (unix
+/// seconds): one `v1` per secret, the current one first.
+pub fn signature(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        let digest = mac(secret, timestamp, body).finalize().into_bytes();
+        header.push_str(",v1=");
+        header.push_str(&hex::encode(digest));
+    }
+    header
 }
 
 /// HMAC-SHA256 keyed with `secret` over `<timestamp>.<body>`.
@@ -52,22 +60,25 @@ fn mac(secret: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
-/// Checks a [`SIGNATURE_HEADER`] value against `body`, in constant time: what
-/// a receiver does (and what our tests do).
+/// Checks a [`SIGNATURE_HEADER`] value against `body`: whether any of its
+/// `v1` signatures is `secret`'s, each compared in constant time. What a
+/// receiver does (and what our tests do).
 pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
     let mut timestamp = None;
-    let mut given = None;
+    let mut given = Vec::new();
     for part in header.split(',') {
         match part.split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<i64>().ok(),
-            Some(("v1", v)) => given = hex::decode(v).ok(),
+            Some(("v1", v)) => given.extend(hex::decode(v).ok()),
             _ => {}
         }
     }
-    let (Some(timestamp), Some(given)) = (timestamp, given) else {
+    let Some(timestamp) = timestamp else {
         return false;
     };
-    mac(secret, timestamp, body).verify_slice(&given).is_ok()
+    given
+        .iter()
+        .any(|given| mac(secret, timestamp, body).verify_slice(given).is_ok())
 }
 
 /// Why deliveries must not go to `url`'s host, when its address is known
@@ -213,16 +224,21 @@ impl Task for DeliverWebhook {
         {
             return Ok(json!({"already_delivered": true}));
         }
-        let target: Option<(String, String)> = sqlx::query_as(
-            "SELECT url, secret FROM notifier.subscriptions WHERE subscription_id = $1",
+        let target: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT url, secret,
+                    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END
+             FROM notifier.subscriptions WHERE subscription_id = $1",
         )
         .bind(subscription_id)
         .fetch_optional(&self.pool)
         .await
         .context("reading the subscription")?;
-        let Some((url, secret)) = target else {
+        let Some((url, secret, previous)) = target else {
             return Ok(json!({"skipped": "the subscription was deleted"}));
         };
+        let secrets: Vec<&str> = std::iter::once(secret.as_str())
+            .chain(previous.as_deref())
+            .collect();
         let url = Url::parse(&url).map_err(|e| TaskError::Permanent(anyhow!("url: {e}")))?;
         if let Some(refusal) = target_refusal(&url, self.settings.allow_private_targets) {
             return Err(TaskError::Permanent(anyhow!("{url}: {refusal}")));
@@ -234,7 +250,7 @@ impl Task for DeliverWebhook {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(
                 SIGNATURE_HEADER,
-                signature(&secret, timestamp, args.body.as_bytes()),
+                signature(&secrets, timestamp, args.body.as_bytes()),
             )
             .header("Idempotency-Key", &args.event_id)
             .header("Tributary-Event-Id", &args.event_id)
@@ -286,12 +302,23 @@ mod tests {
 
     #[test]
     fn a_signature_verifies_and_a_changed_body_does_not() {
-        let header = signature("whsec_test", 1_700_000_000, b"{\"id\":1}");
+        let header = signature(&["whsec_test"], 1_700_000_000, b"{\"id\":1}");
         assert!(header.starts_with("t=1700000000,v1="));
         assert!(verify("whsec_test", &header, b"{\"id\":1}"));
         assert!(!verify("whsec_test", &header, b"{\"id\":2}"));
         assert!(!verify("another", &header, b"{\"id\":1}"));
         assert!(!verify("whsec_test", "v1=00", b"{\"id\":1}"));
+    }
+
+    #[test]
+    fn while_secrets_overlap_either_verifies() {
+        let body = b"{\"id\":1}";
+        let header = signature(&["whsec_new", "whsec_old"], 1_700_000_000, body);
+        assert_eq!(header.matches("v1=").count(), 2);
+        assert!(header.starts_with(&signature(&["whsec_new"], 1_700_000_000, body)));
+        assert!(verify("whsec_new", &header, body));
+        assert!(verify("whsec_old", &header, body));
+        assert!(!verify("whsec_other", &header, body));
     }
 
     #[test]
