@@ -193,6 +193,15 @@ impl TestApp {
         self.app.contract_ids().await.expect("contract ids")
     }
 
+    /// GETs `path` from the command API.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .expect("the API answers")
+    }
+
     /// POSTs JSON to the command API.
     pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.http

@@ -336,11 +336,8 @@ async fn subscriptions_are_managed_over_http_and_the_cli_and_bad_ones_name_the_f
     .await;
     assert!(secret.starts_with("whsec_") && secret.len() >= 32);
     let listed: Value = app
-        .http
-        .get(format!("{}/webhooks/subscriptions", app.api))
-        .send()
+        .get("/webhooks/subscriptions")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -153,21 +153,15 @@ async fn a_task_enqueued_over_http_runs_and_its_result_is_queryable() {
     assert_eq!(journal.runs("http").len(), 1);
 
     let shown: Value = app
-        .http
-        .get(format!("{}/tasks/{task_id}", app.api))
-        .send()
+        .get(&format!("/tasks/{task_id}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(shown["state"], "succeeded");
     let listed: Value = app
-        .http
-        .get(format!("{}/tasks?state=succeeded&task=test.work", app.api))
-        .send()
+        .get("/tasks?state=succeeded&task=test.work")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -217,19 +211,9 @@ async fn bad_task_requests_are_refused_naming_the_field() {
         let refused = problem(app.post("/tasks", &body).await, 400).await;
         assert_eq!(refused["field"], field, "{body} → {refused}");
     }
-    let missing = app
-        .http
-        .get(format!("{}/tasks/{}", app.api, Uuid::now_v7()))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get(&format!("/tasks/{}", Uuid::now_v7())).await;
     assert_eq!(missing.status(), 404);
-    let bad_state = app
-        .http
-        .get(format!("{}/tasks?state=sleeping", app.api))
-        .send()
-        .await
-        .unwrap();
+    let bad_state = app.get("/tasks?state=sleeping").await;
     assert_eq!(problem(bad_state, 400).await["field"], "state");
     // Nothing was written for the refused requests.
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks.results")

@@ -176,15 +176,7 @@ async fn every_http_role_answers_liveness_readiness_and_metrics() {
             .unwrap();
         assert_eq!(metrics.status(), 200, "{base}/metrics");
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.api))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("tributary_commands_total"), "{metrics}");
     app.stop().await.unwrap();
 }

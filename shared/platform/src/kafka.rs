@@ -262,7 +262,7 @@ impl Cluster {
                     })
             })
             .await
-            .context("reading the cluster's topics")?
+            .context("the cluster's metadata lookup panicked")?
             .context("reading the cluster's topics")?
         };
         let topics: Vec<NewTopic<'_>> = names
