@@ -25,10 +25,11 @@ use uuid::Uuid;
 use crate::Settings;
 
 /// Every crate's migrations, applied as one ordered set.
-pub const MIGRATORS: [&Migrator; 7] = [
+pub const MIGRATORS: [&Migrator; 8] = [
     &tributary_consumer::MIGRATOR,
     &tributary_registry::MIGRATOR,
     &tributary_commands::MIGRATOR,
+    &tributary_outbox::MIGRATOR,
     &tributary_projector::MIGRATOR,
     &tributary_tasks::MIGRATOR,
     &tributary_notifier::MIGRATOR,

@@ -718,10 +718,8 @@ async fn place_orders(
 async fn drain_outbox(app: &App) -> anyhow::Result<()> {
     let clock = Instant::now();
     loop {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM commands.outbox WHERE published_at IS NULL")
-                .fetch_one(&app.pool)
-                .await?;
+        let (waiting, _) =
+            tributary_outbox::relay::backlog(&mut *app.pool.acquire().await?).await?;
         if waiting == 0 {
             return Ok(());
         }

@@ -1,7 +1,7 @@
 //! Enqueueing: inside the caller's transaction through the outbox, or
 //! straight to Kafka.
 //!
-//! [`Enqueuer::enqueue_in`] writes the task message to `commands.outbox`
+//! [`Enqueuer::enqueue_in`] writes the task message to the outbox (`tributary-outbox`)
 //! and a `pending` row to `tasks.results` in the caller's transaction: the
 //! task exists exactly when the change that asked for it commits, and the
 //! relay publishes it (in order, at least once). A countdown or an ETA sends
@@ -17,6 +17,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use sqlx::PgConnection;
+use tributary_outbox::OutboxRecord;
 use tributary_registry::RegistryClient;
 use tributary_schemas::framing;
 use uuid::Uuid;
@@ -469,16 +470,14 @@ pub(crate) async fn insert(conn: &mut PgConnection, message: &Outgoing) -> anyho
         .find(|(name, _)| name == "event_id")
         .and_then(|(_, id)| id.parse().ok())
         .context("a task message without an event id")?;
-    sqlx::query(
-        "INSERT INTO commands.outbox (event_id, topic, key, value, headers)
-         VALUES ($1, $2, $3, $4, $5)",
+    OutboxRecord::message(
+        event_id,
+        &message.topic,
+        &message.key,
+        &message.value,
+        message.headers.iter().cloned(),
     )
-    .bind(event_id)
-    .bind(&message.topic)
-    .bind(&message.key)
-    .bind(&message.value)
-    .bind(headers_json(&message.headers))
-    .execute(&mut *conn)
+    .append(&mut *conn)
     .await
     .context("writing the task to the outbox")?;
     crate::results::insert_pending(conn, &message.task).await

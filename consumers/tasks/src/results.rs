@@ -399,20 +399,22 @@ pub(crate) async fn complete_chords(
     if chords.is_empty() {
         return Ok(());
     }
+    // The callbacks go in through the outbox's own insert
+    // (`commands.outbox_append`, the outbox crate's SQL interface), in the
+    // statement that completes their chords.
     sqlx::query(
         "WITH completed AS (
              UPDATE tasks.chords SET completed_at = now()
              WHERE chord_id = ANY($1) AND completed_at IS NULL
              RETURNING *
-         ), queued AS (
-             INSERT INTO commands.outbox (event_id, topic, key, value, headers)
-             SELECT (callback_headers->>'event_id')::uuid, callback_topic, callback_task_id::text,
-                    callback_value, callback_headers
+         ), pending AS (
+             INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at)
+             SELECT callback_task_id, callback_name, callback_priority, 'pending', 0,
+                    callback_max_attempts, now()
              FROM completed
          )
-         INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at)
-         SELECT callback_task_id, callback_name, callback_priority, 'pending', 0,
-                callback_max_attempts, now()
+         SELECT commands.outbox_append((callback_headers->>'event_id')::uuid, callback_topic,
+                                       callback_task_id::text, callback_value, callback_headers)
          FROM completed",
     )
     .bind(chords)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::middleware::from_fn_with_state;
 use serde::Serialize;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tributary_outbox::Causation;
 use tributary_platform::{
     auth::{AuthSettings, Guard, Scope, require},
     http::{JsonBody, Problem, RequestContext, operations_routes, postgres_ready},
@@ -23,7 +24,6 @@ use crate::{
     catalog::{Product, ProductRequest},
     domain::{CancelOrderRequest, PlaceOrderRequest, RegisterCustomerRequest, Sku},
     idempotency::{Done, IdempotencyKey},
-    outbox::Causation,
 };
 
 /// What the handlers share.

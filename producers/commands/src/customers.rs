@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
+use tributary_outbox::{Causation, OutboxRecord, Route};
 use tributary_registry::ContractIds;
 use tributary_schemas::customers::CustomerRegistered;
 use uuid::Uuid;
@@ -11,7 +12,6 @@ use crate::{
     CommandError,
     domain::RegisterCustomer,
     idempotency::{self, Done, IdempotencyKey},
-    outbox::{Causation, OutboxRecord, Route},
 };
 
 /// What RegisterCustomer answers.

@@ -1,6 +1,7 @@
 //! The command API: HTTP commands are validated against the order aggregate,
 //! and the aggregate's new state and its events are written in one PostgreSQL
-//! transaction (the transactional outbox). The relay publishes them later.
+//! transaction (the transactional outbox, `tributary-outbox`). The relay
+//! publishes them later.
 //!
 //! ```text
 //! POST /customers           RegisterCustomer → 201, CustomerRegistered in the outbox
@@ -17,7 +18,6 @@ pub mod catalog;
 mod customers;
 pub mod domain;
 pub mod idempotency;
-pub mod outbox;
 pub mod process_manager;
 mod service;
 mod settings;

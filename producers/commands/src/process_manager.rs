@@ -20,7 +20,8 @@
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use sqlx::PgConnection;
-use tributary_consumer::{AvroDecoder, DecodeError, Envelope, Handler};
+use tributary_consumer::{AvroDecoder, DecodeError, Envelope, Handler, dead_letter};
+use tributary_outbox::{Causation, OutboxRecord};
 use tributary_schemas::{
     orders::{OrderDelivered, OrderPaid, OrderRefunded, OrderShipped},
     upstream::UpstreamEvent,
@@ -30,7 +31,6 @@ use uuid::Uuid;
 use crate::{
     CommandError, Orders,
     domain::{Invalid, OrderStatus},
-    outbox::{Causation, Original, OutboxRecord},
     service::{Current, now_millis, transition},
 };
 
@@ -99,16 +99,22 @@ impl ProcessManager {
                     topic = %envelope.topic, partition = envelope.partition, offset = envelope.offset,
                     error = %reason, "upstream event does not apply; dead-lettered"
                 );
-                let original = Original {
-                    key: &upstream.key,
-                    value: &upstream.value,
-                    headers: &upstream.headers,
-                    origin: (&envelope.topic, envelope.partition, envelope.offset),
-                    schema_id: Some(upstream.schema_id),
-                };
-                OutboxRecord::dead_letter(&original, &self.dead_letters, &self.group, &reason)
-                    .append(conn)
-                    .await?;
+                let headers = dead_letter::headers(
+                    &upstream.headers,
+                    (&envelope.topic, envelope.partition, envelope.offset),
+                    &reason,
+                    Some(upstream.schema_id),
+                    &self.group,
+                );
+                OutboxRecord::message(
+                    Uuid::now_v7(),
+                    &self.dead_letters,
+                    &upstream.key,
+                    &upstream.value,
+                    headers,
+                )
+                .append(conn)
+                .await?;
                 "dead_lettered"
             }
         };

@@ -4,6 +4,7 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
+use tributary_outbox::{Causation, OutboxRecord, Route};
 use tributary_registry::ContractIds;
 use tributary_schemas::orders::{
     OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderRefunded, OrderShipped,
@@ -13,7 +14,6 @@ use uuid::Uuid;
 use crate::{
     domain::{CancelOrder, Invalid, OrderStatus, PlaceOrder},
     idempotency::{self, Done, IdempotencyKey},
-    outbox::{Causation, OutboxRecord, Route, insert_outbox},
 };
 
 /// Why a command was not carried out.
@@ -137,36 +137,33 @@ impl Orders {
             currency: order.currency.code().to_owned(),
             total_minor,
         };
-        let done = idempotency::run_statement(&self.pool, key, async move |tx: &mut PgConnection| {
-            let line_nos: Vec<i32> = (1..=order.lines.len() as i32).collect();
-            let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
-            let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.get()).collect();
-            let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price.get()).collect();
-            // The order, its lines and its event in one statement: one round trip.
-            let statement = concat!(
-                "WITH new_order AS (
-                     INSERT INTO commands.orders
-                         (order_id, customer_id, status, currency, total_minor, version, placed_at, updated_at)
-                     VALUES ($6, $7, 'placed', $8, $9, 1, $10, $10)
-                 ), new_lines AS (
-                     INSERT INTO commands.order_lines (order_id, line_no, sku, quantity, unit_price_minor)
-                     SELECT $6, * FROM UNNEST($11::int[], $12::text[], $13::int[], $14::bigint[])
-                 ) ",
-                insert_outbox!(),
-                " VALUES ($1, $2, $3, $4, $5)"
-            );
-            record
-                .bind(sqlx::query(statement))
-                .bind(order_id)
-                .bind(order.customer_id)
-                .bind(order.currency.code())
-                .bind(total_minor)
-                .bind(now)
-                .bind(&line_nos)
-                .bind(&skus)
-                .bind(&quantities)
-                .bind(&prices)
-                .execute(&mut *tx)
+        let done =
+            idempotency::run_statement(&self.pool, key, async move |tx: &mut PgConnection| {
+                let line_nos: Vec<i32> = (1..=order.lines.len() as i32).collect();
+                let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
+                let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.get()).collect();
+                let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price.get()).collect();
+                // The order, its lines and its event in one statement: one round
+                // trip. The event goes in through the outbox's own insert
+                // (`commands.outbox_append`, the outbox crate's SQL interface).
+                sqlx::query_file!(
+                    "src/sql/place_order.sql",
+                    order_id,
+                    order.customer_id,
+                    order.currency.code(),
+                    total_minor,
+                    now,
+                    &line_nos,
+                    &skus as &[&str],
+                    &quantities,
+                    &prices,
+                    record.event_id,
+                    record.topic,
+                    record.key,
+                    record.value,
+                    record.headers_json(),
+                )
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|error| match &error {
                     sqlx::Error::Database(db) if db.constraint() == Some(SKU_IN_CATALOG) => {
@@ -177,9 +174,9 @@ impl Orders {
                     }
                     _ => error.into(),
                 })?;
-            Ok(accepted)
-        })
-        .await;
+                Ok(accepted)
+            })
+            .await;
         let done = match done {
             // Name the first line at fault (the statement only says one is).
             Err(CommandError::UnknownSku { .. }) => {

@@ -1,5 +1,7 @@
 //! The outbox relay: publishes `commands.outbox` rows to Kafka in id order and
-//! marks them published only after the broker acknowledged them.
+//! marks them published only after the broker acknowledged them. The outbox
+//! is the `tributary-outbox` crate's table; the relay reads and updates it
+//! through that crate.
 //!
 //! - The producer is idempotent with `acks=all`; records are keyed by
 //!   aggregate id, so one order's events land on one partition in order.
@@ -32,12 +34,8 @@ use tokio_util::sync::CancellationToken;
 /// The advisory lock key of the relay leader ("tributary relay").
 const LEADER_LOCK: i64 = 0x7472_6962_7265_6c61;
 
-/// The advisory lock every inserting transaction holds shared while it reads
-/// the relay's idle flag ("tribwake"; the outbox trigger names the same key).
-const WAKE_LOCK: i64 = 0x7472_6962_7761_6b65;
-
-/// The channel the outbox's insert trigger notifies (see the command side's migrations).
-pub const CHANNEL: &str = "tributary_outbox";
+use tributary_outbox::relay as outbox;
+pub use tributary_outbox::relay::CHANNEL;
 
 /// Settings of the relay role.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,15 +97,6 @@ impl std::fmt::Debug for Relay {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: i64,
-    topic: String,
-    key: String,
-    value: Vec<u8>,
-    headers: sqlx::types::Json<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Relay {
@@ -190,10 +179,12 @@ impl Relay {
             .await
             .context("connecting the relay")?
             .detach();
-        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
+        let leader = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1) AS "leader!""#,
+            LEADER_LOCK
+        )
+        .fetch_one(&mut conn)
+        .await?;
         Ok(leader.then_some(conn))
     }
 
@@ -268,35 +259,17 @@ impl Relay {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.settings.retention)
                 .context("relay.retention is too long")?;
-        let mut total = 0;
-        loop {
-            let deleted = sqlx::query(
-                "DELETE FROM commands.outbox WHERE id IN (
-                     SELECT id FROM commands.outbox WHERE published_at < $1 LIMIT 10000)",
-            )
-            .bind(cutoff)
-            .execute(&mut *conn)
+        Ok(outbox::delete_published_before(conn, cutoff)
             .await
-            .context("cleaning up published rows")?
-            .rows_affected();
-            total += deleted;
-            if deleted < 10_000 {
-                return Ok(total);
-            }
-        }
+            .context("cleaning up published rows")?)
     }
 
     /// One unit of work: publish up to `batch_size` unpublished rows in id
     /// order, wait for every acknowledgement, mark the acknowledged rows.
     pub async fn publish_round(&self, conn: &mut PgConnection) -> anyhow::Result<Round> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, topic, key, value, headers FROM commands.outbox
-             WHERE published_at IS NULL ORDER BY id LIMIT $1",
-        )
-        .bind(self.settings.batch_size)
-        .fetch_all(&mut *conn)
-        .await
-        .context("reading the outbox")?;
+        let rows = outbox::unpublished(&mut *conn, self.settings.batch_size)
+            .await
+            .context("reading the outbox")?;
         if rows.is_empty() {
             return Ok(Round::default());
         }
@@ -334,9 +307,7 @@ impl Relay {
             }
         }
         if !published.is_empty() {
-            sqlx::query("UPDATE commands.outbox SET published_at = now() WHERE id = ANY($1)")
-                .bind(&published)
-                .execute(&mut *conn)
+            outbox::mark_published(&mut *conn, &published)
                 .await
                 .context("marking rows published")?;
         }
@@ -355,32 +326,14 @@ impl Relay {
 }
 
 /// Tells inserting transactions whether to notify (the leader calls it; public
-/// for tests). Setting the flag then waits, on the exclusive side of the wake
-/// lock, for every inserting transaction that may have read it unset (see
-/// migration 2005).
+/// for tests): see [`tributary_outbox::relay::set_idle`].
 pub async fn set_idle(conn: &mut PgConnection, idle: bool) -> anyhow::Result<()> {
-    sqlx::query("UPDATE commands.relay_wake SET idle = $1")
-        .bind(idle)
-        .execute(&mut *conn)
+    outbox::set_idle(conn, idle)
         .await
-        .context("setting the relay's idle flag")?;
-    if idle {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(WAKE_LOCK)
-            .execute(&mut *conn)
-            .await
-            .context("waiting for inserts in flight")?;
-    }
-    Ok(())
+        .context("setting the relay's idle flag")
 }
 
 /// Rows not yet published, and the age in seconds of the oldest.
 pub async fn backlog(conn: &mut PgConnection) -> anyhow::Result<(i64, f64)> {
-    let (count, age): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8
-         FROM commands.outbox WHERE published_at IS NULL",
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok((count, age.unwrap_or(0.0)))
+    Ok(outbox::backlog(conn).await?)
 }

@@ -30,6 +30,55 @@ pub const HEADERS: [&str; 7] = [
     "dead_lettered_at",
 ];
 
+/// The headers a dead letter of `group` carries besides the original's:
+/// where the original was read (`origin`: topic, partition, offset), why it
+/// was dead-lettered, its value's writer schema id (when it had one), the
+/// group, and when.
+pub fn ours(
+    origin: (&str, i32, i64),
+    error: &str,
+    schema_id: Option<u32>,
+    group: &str,
+) -> Vec<(&'static str, String)> {
+    let (topic, partition, offset) = origin;
+    let mut headers = vec![
+        ("original_topic", topic.to_owned()),
+        ("original_partition", partition.to_string()),
+        ("original_offset", offset.to_string()),
+        ("error", error.to_owned()),
+    ];
+    if let Some(id) = schema_id {
+        headers.push(("schema_id", id.to_string()));
+    }
+    headers.push(("consumer_group", group.to_owned()));
+    headers.push((
+        "dead_lettered_at",
+        Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    ));
+    headers
+}
+
+/// A dead letter's headers when it is written as text (through the outbox):
+/// the original's `headers`, less copies of [`HEADERS`], then [`ours`].
+pub fn headers(
+    original: &[(String, String)],
+    origin: (&str, i32, i64),
+    error: &str,
+    schema_id: Option<u32>,
+    group: &str,
+) -> Vec<(String, String)> {
+    original
+        .iter()
+        .filter(|(name, _)| !HEADERS.contains(&name.as_str()))
+        .cloned()
+        .chain(
+            ours(origin, error, schema_id, group)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
+        )
+        .collect()
+}
+
 /// Produces a consumer group's dead letters.
 #[derive(Clone)]
 pub struct DeadLetters {
@@ -70,10 +119,7 @@ impl DeadLetters {
         let schema_id = message
             .payload()
             .and_then(|payload| framing::split(payload).ok())
-            .map(|(id, _)| id.to_string());
-        let partition = message.partition().to_string();
-        let offset = message.offset().to_string();
-        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+            .map(|(id, _)| id);
         let mut headers = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for header in original.iter() {
@@ -82,22 +128,12 @@ impl DeadLetters {
                 }
             }
         }
-        let ours: [(&str, Option<&str>); 7] = [
-            ("original_topic", Some(message.topic())),
-            ("original_partition", Some(&partition)),
-            ("original_offset", Some(&offset)),
-            ("error", Some(error)),
-            ("schema_id", schema_id.as_deref()),
-            ("consumer_group", Some(&self.group)),
-            ("dead_lettered_at", Some(&now)),
-        ];
-        for (key, value) in ours {
-            if let Some(value) = value {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value),
-                });
-            }
+        let origin = (message.topic(), message.partition(), message.offset());
+        for (key, value) in ours(origin, error, schema_id, &self.group) {
+            headers = headers.insert(Header {
+                key,
+                value: Some(&value),
+            });
         }
         let mut record: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&self.topic).headers(headers);

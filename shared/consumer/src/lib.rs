@@ -15,7 +15,7 @@
 //! event, and a stale instance that lost its partition cannot apply twice.
 
 pub mod avro;
-mod dead_letter;
+pub mod dead_letter;
 pub mod failure;
 mod offsets;
 mod runtime;

@@ -47,26 +47,16 @@ pub struct Causation {
 /// One row of `commands.outbox`.
 #[derive(Debug, Clone)]
 pub struct OutboxRecord {
+    /// Unique per record: the relay's consumers deduplicate on it.
     pub event_id: Uuid,
+    /// The deployed topic it is published to.
     pub topic: String,
+    /// The Kafka key (the aggregate's id: one aggregate, one partition).
     pub key: String,
+    /// The Kafka value, as it will travel.
     pub value: Vec<u8>,
+    /// The Kafka headers (values as text).
     pub headers: Map<String, Value>,
-}
-
-/// A consumed message as it was, for a dead letter.
-#[derive(Debug, Clone, Copy)]
-pub struct Original<'a> {
-    /// Its key.
-    pub key: &'a str,
-    /// Its bytes.
-    pub value: &'a [u8],
-    /// Its headers (values as text).
-    pub headers: &'a [(String, String)],
-    /// Where it was read: topic, partition, offset.
-    pub origin: (&'a str, i32, i64),
-    /// The writer schema id of its value, when it had one.
-    pub schema_id: Option<u32>,
 }
 
 impl OutboxRecord {
@@ -101,78 +91,49 @@ impl OutboxRecord {
         })
     }
 
-    /// A message that could not be applied, for the dead-letter topic of
-    /// consumer group `group`: its key, bytes and headers as they were, with
-    /// the headers the consumer runtime's dead letters carry (where it came
-    /// from, why, and when), so every dead letter reads and redrives alike.
-    pub fn dead_letter(original: &Original<'_>, topic: &str, group: &str, error: &str) -> Self {
-        let event_id = Uuid::now_v7();
-        let mut headers = Map::new();
-        for (name, value) in original.headers {
-            if !tributary_consumer::DEAD_LETTER_HEADERS.contains(&name.as_str()) {
-                headers.insert(name.clone(), value.clone().into());
-            }
-        }
-        // A message without an event id gets the dead letter's own.
+    /// A message as it is (already encoded: a dead letter, a task), for
+    /// `topic`, as the outbox's row `event_id` (unique per row). A message
+    /// without an `event_id` header gets this one.
+    pub fn message(
+        event_id: Uuid,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let mut headers: Map<String, Value> = headers
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect();
         headers
             .entry("event_id")
             .or_insert_with(|| event_id.to_string().into());
-        let (original_topic, partition, offset) = original.origin;
-        headers.insert("original_topic".into(), original_topic.into());
-        headers.insert("original_partition".into(), partition.to_string().into());
-        headers.insert("original_offset".into(), offset.to_string().into());
-        headers.insert("error".into(), error.into());
-        if let Some(id) = original.schema_id {
-            headers.insert("schema_id".into(), id.to_string().into());
-        }
-        headers.insert("consumer_group".into(), group.into());
-        headers.insert(
-            "dead_lettered_at".into(),
-            Utc::now()
-                .to_rfc3339_opts(SecondsFormat::Millis, true)
-                .into(),
-        );
         Self {
             event_id,
             topic: topic.to_owned(),
-            key: original.key.to_owned(),
-            value: original.value.to_vec(),
+            key: key.to_owned(),
+            value: value.to_vec(),
             headers,
         }
     }
 
+    /// The headers as the outbox stores them (a JSON object).
+    pub fn headers_json(&self) -> Value {
+        Value::Object(self.headers.clone())
+    }
+
     /// Appends the record to the outbox inside the caller's transaction.
     pub async fn append(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        self.bind(sqlx::query(concat!(
-            insert_outbox!(),
-            " VALUES ($1, $2, $3, $4, $5)"
-        )))
-        .execute(conn)
+        sqlx::query!(
+            r#"SELECT commands.outbox_append($1, $2, $3, $4, $5) AS "id!""#,
+            self.event_id,
+            self.topic,
+            self.key,
+            self.value,
+            self.headers_json(),
+        )
+        .fetch_one(conn)
         .await?;
         Ok(())
     }
-
-    /// Binds the record as parameters `$1` to `$5` of a statement that ends
-    /// with [`insert_outbox!`] (so a command can write its state and its
-    /// event in one statement).
-    pub fn bind<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        query
-            .bind(self.event_id)
-            .bind(&self.topic)
-            .bind(&self.key)
-            .bind(&self.value)
-            .bind(Value::Object(self.headers.clone()))
-    }
 }
-
-/// `INSERT INTO commands.outbox (...)` as a literal, for `concat!`: the
-/// columns [`OutboxRecord::bind`] fills as `$1` to `$5`.
-macro_rules! insert_outbox {
-    () => {
-        "INSERT INTO commands.outbox (event_id, topic, key, value, headers)"
-    };
-}
-pub(crate) use insert_outbox;
