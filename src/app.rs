@@ -8,7 +8,10 @@ use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
 use tributary_commands::{AppState, Catalog, Customers, Orders, ProcessManager};
-use tributary_consumer::{AvroDecoder, Consumer, Wiring};
+use tributary_consumer::{
+    AvroDecoder, Consumer, Wiring,
+    dead_letter::{DeadLetterAdmin, Group},
+};
 use tributary_notifier::{
     Notifier, NotifierSettings,
     email::{Mailer, SendEmail},
@@ -35,6 +38,53 @@ pub const MIGRATORS: [&Migrator; 8] = [
     &tributary_notifier::MIGRATOR,
     &tributary_shop_tasks::MIGRATOR,
 ];
+
+/// The consumer groups we run, named from settings the way [`App`] names them,
+/// with the topics their dead letters may go back to.
+pub fn dead_letter_groups(settings: &Settings) -> Vec<Group> {
+    vec![
+        Group {
+            name: settings
+                .projector
+                .group_or(tributary_projector::GROUP)
+                .to_owned(),
+            inputs: vec![Topic::Orders.name().to_owned()],
+        },
+        Group {
+            name: settings
+                .process_manager
+                .group_or(tributary_commands::process_manager::GROUP)
+                .to_owned(),
+            inputs: vec![
+                Topic::Payments.name().to_owned(),
+                Topic::Shipments.name().to_owned(),
+            ],
+        },
+        Group {
+            name: settings
+                .notifier
+                .consumer
+                .group_or(tributary_notifier::GROUP)
+                .to_owned(),
+            inputs: vec![
+                Topic::Orders.name().to_owned(),
+                Topic::Customers.name().to_owned(),
+            ],
+        },
+        Group {
+            name: settings.tasks.group().to_owned(),
+            // Tasks go back to their queues; a delayed one to its delay topic.
+            inputs: tributary_tasks::Priority::ALL
+                .map(|p| p.topic())
+                .into_iter()
+                .chain(
+                    tributary_tasks::wire::DELAYS
+                        .map(|d| tributary_tasks::wire::delay_topic(settings.tasks.group(), d)),
+                )
+                .collect(),
+        },
+    ]
+}
 
 /// How long a role waits for the registry at start-up.
 const REGISTRY_WAIT: Duration = Duration::from_secs(60);
@@ -393,6 +443,17 @@ impl App {
     /// The dead-letter topic of consumer group `group` (`<group>.dlq`).
     pub fn dead_letters_of(&self, group: &str) -> String {
         self.settings.kafka.topic(&format!("{group}.dlq"))
+    }
+
+    /// The operators' dead-letter tools over this deployment's consumer groups.
+    pub fn dead_letter_admin(&self) -> anyhow::Result<DeadLetterAdmin> {
+        Ok(DeadLetterAdmin::new(
+            dead_letter_groups(&self.settings),
+            self.settings.kafka.clone(),
+            self.cluster.bootstrap_servers(),
+            self.pool.clone(),
+            self.registry_client()?,
+        ))
     }
 
     /// The projector's dead-letter topic.

@@ -5,7 +5,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, postgres::PgConnectOptions};
-use tributary::ctl::analyst::{self, AnalystRole};
+use tributary::ctl::analyst::PASSWORD_VARIABLE;
+use tributary_projector::analysts::{self as analyst, AnalystRole};
 use uuid::Uuid;
 
 use crate::helpers::test_settings;
@@ -48,7 +49,7 @@ fn tributary(database_url: &str, env: &[(&str, &str)], args: &[&str]) -> (i32, S
     let output = Command::new(env!("CARGO_BIN_EXE_tributary"))
         .args(args)
         .env_remove("KAFKA_BROKERS")
-        .env_remove(analyst::PASSWORD_VARIABLE)
+        .env_remove(PASSWORD_VARIABLE)
         .env("DATABASE_URL", database_url)
         .envs(env.iter().copied())
         .output()
@@ -79,8 +80,7 @@ impl Analyst {
     fn grant(&self, args: &[&str]) -> Value {
         let mut argv = vec!["ctl", "analyst", "grant", &self.role, "--json"];
         argv.extend_from_slice(args);
-        let (code, stdout, stderr) =
-            tributary(&self.url, &[(analyst::PASSWORD_VARIABLE, PASSWORD)], &argv);
+        let (code, stdout, stderr) = tributary(&self.url, &[(PASSWORD_VARIABLE, PASSWORD)], &argv);
         assert_eq!(code, 0, "{stderr}");
         serde_json::from_str(&stdout).expect("one JSON object")
     }
@@ -279,7 +279,7 @@ async fn the_role_is_nologin_unless_asked_and_login_needs_the_variable() {
     );
     assert_eq!(code, 1, "{stdout}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(analyst::PASSWORD_VARIABLE), "{stderr}");
+    assert!(stderr.contains(PASSWORD_VARIABLE), "{stderr}");
 
     let mut admin = PgConnection::connect(&url).await.unwrap();
     let exists: bool =

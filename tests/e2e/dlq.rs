@@ -10,10 +10,8 @@ use rdkafka::{
     producer::FutureRecord,
 };
 use serde_json::{Value, json};
-use tributary::{
-    Role,
-    ctl::dlq::{self, DlqId, Filter, Listed, Redrive, RedriveSummary, Redriven},
-};
+use tributary::Role;
+use tributary_consumer::dead_letter::{DlqId, Filter, Listed, Redrive, RedriveSummary, Redriven};
 use tributary_schemas::Topic;
 use uuid::Uuid;
 
@@ -37,7 +35,13 @@ async fn list_until(app: &TestApp, filter: &Filter, expected: usize) -> Vec<List
         Duration::from_secs(150),
         &format!("{expected} dead letters listed"),
         || async {
-            let listed = dlq::list(&app.app, filter).await.ok()?;
+            let listed = app
+                .app
+                .dead_letter_admin()
+                .unwrap()
+                .list(filter)
+                .await
+                .ok()?;
             (listed.len() == expected).then_some(listed)
         },
     )
@@ -46,7 +50,11 @@ async fn list_until(app: &TestApp, filter: &Filter, expected: usize) -> Vec<List
 
 async fn redrive(app: &TestApp, options: &Redrive) -> (Vec<Redriven>, RedriveSummary) {
     let mut outcomes = Vec::new();
-    let summary = dlq::redrive(&app.app, options, |o| outcomes.push(o.clone()), |_| {})
+    let summary = app
+        .app
+        .dead_letter_admin()
+        .unwrap()
+        .redrive(options, |o| outcomes.push(o.clone()), |_| {})
         .await
         .expect("the redrive runs");
     (outcomes, summary)
@@ -137,7 +145,13 @@ async fn dead_letters_are_listed_shown_and_redriven_once_when_they_apply() {
     let only = |filter: Filter| {
         let app = &app;
         async move {
-            let listed = dlq::list(&app.app, &filter).await.unwrap();
+            let listed = app
+                .app
+                .dead_letter_admin()
+                .unwrap()
+                .list(&filter)
+                .await
+                .unwrap();
             listed.iter().map(|l| l.id.to_string()).collect::<Vec<_>>()
         }
     };
@@ -179,7 +193,13 @@ async fn dead_letters_are_listed_shown_and_redriven_once_when_they_apply() {
     assert_eq!(only(limited).await.len(), 1);
 
     // Show decodes the value with its writer schema from the registry.
-    let shown = dlq::show(&app.app, &payment.id).await.unwrap();
+    let shown = app
+        .app
+        .dead_letter_admin()
+        .unwrap()
+        .show(&payment.id)
+        .await
+        .unwrap();
     assert_eq!(shown.schema.as_deref(), Some("payments.PaymentCaptured"));
     assert_eq!(shown.undecoded, None);
     assert_eq!(shown.value_base64, None);
@@ -422,7 +442,13 @@ async fn a_poison_pill_redriven_and_dead_lettered_again_keeps_its_redrive_count(
     assert_eq!(first.key.as_deref(), Some("pill-1"));
 
     // Not Confluent-framed: shown as base64, with the reason.
-    let shown = dlq::show(&app.app, &first.id).await.unwrap();
+    let shown = app
+        .app
+        .dead_letter_admin()
+        .unwrap()
+        .show(&first.id)
+        .await
+        .unwrap();
     assert_eq!(shown.value, None);
     assert_eq!(
         shown.value_base64.as_deref(),
@@ -488,7 +514,13 @@ async fn a_poison_pill_redriven_and_dead_lettered_again_keeps_its_redrive_count(
     let both = list_until(&app, &Filter::default(), 2).await;
     let again = both.iter().find(|l| l.id != first.id).unwrap();
     assert_eq!(again.redrive_count, 1);
-    let shown = dlq::show(&app.app, &again.id).await.unwrap();
+    let shown = app
+        .app
+        .dead_letter_admin()
+        .unwrap()
+        .show(&again.id)
+        .await
+        .unwrap();
     assert_eq!(shown.headers["redrive_count"].as_deref(), Some("1"));
     assert_eq!(
         shown.headers["redriven_from"].as_deref(),
@@ -550,33 +582,37 @@ async fn a_poison_pill_redriven_and_dead_lettered_again_keeps_its_redrive_count(
     );
 
     // An unknown group is refused before anything is read or sent.
-    let error = dlq::redrive(
-        &app.app,
-        &Redrive {
-            group: "nope".into(),
-            ..options(&app, 3)
-        },
-        |_| {},
-        |_| {},
-    )
-    .await
-    .unwrap_err();
+    let error = app
+        .app
+        .dead_letter_admin()
+        .unwrap()
+        .redrive(
+            &Redrive {
+                group: "nope".into(),
+                ..options(&app, 3)
+            },
+            |_| {},
+            |_| {},
+        )
+        .await
+        .unwrap_err();
     assert!(
         error
             .to_string()
             .starts_with("there is no consumer group \"nope\""),
         "{error}"
     );
-    let error = dlq::show(
-        &app.app,
-        &DlqId {
+    let error = app
+        .app
+        .dead_letter_admin()
+        .unwrap()
+        .show(&DlqId {
             topic: payments.clone(),
             partition: 0,
             offset: 0,
-        },
-    )
-    .await
-    .unwrap_err();
+        })
+        .await
+        .unwrap_err();
     assert!(
         error
             .to_string()

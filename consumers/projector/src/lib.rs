@@ -3,6 +3,7 @@
 //! transaction as the read-model changes; effectively-once).
 
 pub mod aggregates;
+pub mod analysts;
 mod decode;
 pub mod orders;
 pub mod rebuild;

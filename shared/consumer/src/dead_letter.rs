@@ -1,4 +1,6 @@
-//! The dead-letter topic of a consumer group (`<group>.dlq`).
+//! Dead letters, in one place: the dead-letter topic of a consumer group
+//! (`<group>.dlq`), the headers its letters carry, and the operators' tools
+//! over them ([`DeadLetterAdmin`]: list, show, redrive, `consumer.redrives`).
 //!
 //! A message that cannot be decoded or applied is produced there as it was
 //! (key, value, headers) with headers saying where it came from and why:
@@ -7,6 +9,11 @@
 //! `dead_lettered_at`. Deliveries are awaited before the batch's offsets
 //! commit, so a dead letter is never lost; a crash between the two can
 //! repeat one (the original offset tells the copies apart).
+
+mod inspect;
+mod letter;
+mod redrive;
+mod scan;
 
 use std::time::Duration;
 
@@ -18,6 +25,15 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 use tributary_schemas::framing;
+
+pub use inspect::{Listed, Shown};
+pub use letter::{DlqId, Filter, Group, select_groups};
+pub use redrive::{Redrive, RedriveProgress, RedriveSummary, Redriven};
+
+/// How many times a message has been redriven (a header a redrive sets).
+pub const REDRIVE_COUNT: &str = "redrive_count";
+/// The id of the dead letter a message was redriven from (a header a redrive sets).
+pub const REDRIVEN_FROM: &str = "redriven_from";
 
 /// Headers the dead-letter topic sets; copies of them on the original are replaced.
 pub const HEADERS: [&str; 7] = [
@@ -149,5 +165,78 @@ impl DeadLetters {
             .map_err(|(error, _)| error)
             .with_context(|| format!("producing a dead letter to {}", self.topic))?;
         Ok(())
+    }
+}
+
+/// The operators' dead-letter tools over one deployment: what `tributary ctl
+/// dlq` and an admin HTTP handler call alike.
+///
+/// Listing reads each group's dead-letter topic from the beginning to its
+/// high watermarks with an assigned consumer (no group joined, nothing
+/// committed). A redrive produces the original key, value and headers back
+/// to the original topic with `redrive_count` (previous + 1) and
+/// `redriven_from` (the id), through an idempotent producer at a limited
+/// rate, and records it in `consumer.redrives` once the broker acknowledged
+/// it. Recorded ids are never redriven again; nor is a dead letter already
+/// redriven `max_redrives` times (the loop guard).
+#[derive(Debug, Clone)]
+pub struct DeadLetterAdmin {
+    groups: Vec<Group>,
+    kafka: tributary_platform::kafka::KafkaSettings,
+    bootstrap_servers: String,
+    pool: sqlx::PgPool,
+    registry: tributary_registry::RegistryClient,
+}
+
+impl DeadLetterAdmin {
+    /// The tools over `groups` (the consumer groups the deployment runs),
+    /// reaching Kafka at `bootstrap_servers` with `kafka`'s settings,
+    /// recording redrives in `pool`, decoding values through `registry`.
+    pub fn new(
+        groups: Vec<Group>,
+        kafka: tributary_platform::kafka::KafkaSettings,
+        bootstrap_servers: String,
+        pool: sqlx::PgPool,
+        registry: tributary_registry::RegistryClient,
+    ) -> Self {
+        Self {
+            groups,
+            kafka,
+            bootstrap_servers,
+            pool,
+            registry,
+        }
+    }
+
+    /// The consumer groups whose dead letters these tools see.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// The dead-letter topic of consumer group `group` (deployed name).
+    pub fn dead_letters_of(&self, group: &str) -> String {
+        self.kafka.topic(&format!("{group}.dlq"))
+    }
+
+    /// Lists the dead letters matching `filter`, per group, per partition, in offset order.
+    pub async fn list(&self, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
+        inspect::list(self, filter).await
+    }
+
+    /// Reads the dead letter `id` and decodes its value through the registry.
+    pub async fn show(&self, id: &DlqId) -> anyhow::Result<Shown> {
+        inspect::show(self, id).await
+    }
+
+    /// Redrives a group's dead letters matching the filter; `report` hears
+    /// of each one, `progress` about once a second. One redrive per
+    /// dead-letter topic runs at a time (a PostgreSQL advisory lock).
+    pub async fn redrive(
+        &self,
+        options: &Redrive,
+        report: impl FnMut(&Redriven),
+        progress: impl FnMut(&RedriveProgress),
+    ) -> anyhow::Result<RedriveSummary> {
+        redrive::redrive(self, options, report, progress).await
     }
 }
