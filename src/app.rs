@@ -321,6 +321,24 @@ impl App {
         )
     }
 
+    /// What a projection rebuild needs from this deployment.
+    pub async fn rebuild_deployment(
+        &self,
+    ) -> anyhow::Result<tributary_projector::rebuild::Deployment> {
+        Ok(tributary_projector::rebuild::Deployment {
+            pool: self.pool.clone(),
+            decoder: self.order_decoder().await?,
+            kafka: self.settings.kafka.clone(),
+            bootstrap_servers: self.cluster.bootstrap_servers(),
+            live_group: self
+                .settings
+                .projector
+                .group_or(tributary_projector::GROUP)
+                .to_owned(),
+            settings: self.settings.projector.clone(),
+        })
+    }
+
     /// The delay topic of `delay` (before the deployment prefix).
     fn delay_topic(&self, delay: Duration) -> String {
         tributary_tasks::wire::delay_topic(self.settings.tasks.group(), delay)

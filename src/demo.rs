@@ -262,13 +262,18 @@ struct Counts {
 }
 
 async fn counts(pool: &PgPool, since: DateTime<Utc>) -> anyhow::Result<Counts> {
-    let by_currency: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT currency::text, count(*), count(*) FILTER (WHERE status = 'cancelled'), sum(total_minor)::bigint
-         FROM read_model.orders WHERE placed_at >= $1 GROUP BY currency ORDER BY currency",
+    let by_currency: Vec<(String, i64, i64, i64)> = sqlx::query!(
+        r#"SELECT currency::text AS "currency!", count(*) AS "orders!",
+                  count(*) FILTER (WHERE status = 'cancelled') AS "cancelled!",
+                  sum(total_minor)::bigint AS "total!"
+           FROM read_model.orders WHERE placed_at >= $1 GROUP BY currency ORDER BY currency"#,
+        since
     )
-    .bind(since)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.currency, row.orders, row.cancelled, row.total))
+    .collect();
     Ok(Counts {
         orders: by_currency.iter().map(|r| r.1).sum(),
         cancelled: by_currency.iter().map(|r| r.2).sum(),

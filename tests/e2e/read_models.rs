@@ -618,9 +618,11 @@ async fn a_rebuild_while_events_flow_equals_the_incremental_read_models_and_swap
         })
     };
     let mut progress = Vec::new();
-    let outcome = tributary::ctl::projection::rebuild(&app.app, "orders", |p| {
-        progress.push((p.applied, p.target))
-    })
+    let outcome = tributary_projector::rebuild::rebuild(
+        &app.app.rebuild_deployment().await.unwrap(),
+        "orders",
+        |p| progress.push((p.applied, p.target)),
+    )
     .await
     .unwrap();
     assert!(!progress.is_empty(), "progress was reported");
@@ -688,9 +690,13 @@ async fn a_rebuild_while_events_flow_equals_the_incremental_read_models_and_swap
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuilding_an_unknown_projection_names_the_known_ones() {
     let app = TestApp::spawn(&[]).await;
-    let error = tributary::ctl::projection::rebuild(&app.app, "ordres", |_| {})
-        .await
-        .unwrap_err();
+    let error = tributary_projector::rebuild::rebuild(
+        &app.app.rebuild_deployment().await.unwrap(),
+        "ordres",
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         error.to_string(),
         "there is no projection \"ordres\" (projections: orders)"

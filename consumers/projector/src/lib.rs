@@ -22,6 +22,24 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The name under which the orders projection stores its offsets.
 pub const ORDERS_PROJECTION: &str = "orders";
 
+/// Empties `projection`'s tables in `read_model` (the benchmark's ceiling
+/// run writes them before the projector does).
+///
+/// Dynamic SQL: TRUNCATE takes no bound parameters, and the table names are
+/// the projection's own constants, never input.
+pub async fn truncate(pool: &sqlx::PgPool, projection: &Projection) -> sqlx::Result<()> {
+    let tables = projection
+        .tables
+        .iter()
+        .map(|t| format!("read_model.{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {tables}")))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A projection: a consumer of some topics that maintains some read-model tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Projection {

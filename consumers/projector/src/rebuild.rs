@@ -17,12 +17,16 @@
 //! The live projector resumes from the rebuild's offsets and skips what the
 //! rebuild already applied.
 
+mod replay;
+
 use std::{collections::HashMap, future::Future, time::Duration};
 
 use anyhow::{Context, bail};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 use crate::{Projection, READ_MODEL_SCHEMA};
+
+pub use replay::{Deployment, Outcome, Progress, rebuild};
 
 /// How long a rebuild may go without reporting progress before another
 /// rebuild of the same projection treats it as dead.

@@ -505,3 +505,48 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<TaskRow>
     .fetch_all(pool)
     .await?)
 }
+
+/// How many tasks are in `state`.
+pub async fn count_in_state(pool: &PgPool, state: State) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM tasks.results WHERE state = $1"#,
+        state.as_str()
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Enqueue-to-start latency (`started_at − enqueued_at`) of the latest tasks, in ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StartLatency {
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+    /// The longest.
+    pub max: f64,
+}
+
+/// The enqueue-to-start latency of the `latest` tasks enqueued last (by task
+/// id); zeros when none has started.
+pub async fn start_latency(pool: &PgPool, latest: i64) -> anyhow::Result<StartLatency> {
+    let row = sqlx::query!(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50,
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY ms) AS p90,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99,
+                max(ms) AS max
+         FROM (SELECT (extract(epoch FROM started_at - enqueued_at) * 1000)::float8 AS ms
+               FROM tasks.results ORDER BY task_id DESC LIMIT $1) latest",
+        latest
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(StartLatency {
+        p50: row.p50.unwrap_or_default(),
+        p90: row.p90.unwrap_or_default(),
+        p99: row.p99.unwrap_or_default(),
+        max: row.max.unwrap_or_default(),
+    })
+}
