@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use sqlx::{PgPool, migrate::Migrator};
 use tokio::net::TcpListener;
-use tributary_commands::{AppState, Catalog, Customers, Orders, ProcessManager};
+use tributary_api::AppState;
+use tributary_commands::{Customers, Orders, ProductCatalog};
 use tributary_consumer::{
     AvroDecoder, Consumer, Wiring,
     dead_letter::{DeadLetterAdmin, Group},
@@ -18,6 +19,7 @@ use tributary_notifier::{
     webhook::DeliverWebhook,
 };
 use tributary_platform::{auth::AuthSettings, http::serve_on, kafka::Cluster, shutdown::Shutdown};
+use tributary_process_manager::ProcessManager;
 use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
 use tributary_relay::Relay;
@@ -53,7 +55,7 @@ pub fn dead_letter_groups(settings: &Settings) -> Vec<Group> {
         Group {
             name: settings
                 .process_manager
-                .group_or(tributary_commands::process_manager::GROUP)
+                .group_or(tributary_process_manager::GROUP)
                 .to_owned(),
             inputs: vec![
                 Topic::Payments.name().to_owned(),
@@ -262,7 +264,7 @@ impl App {
         let state = AppState {
             orders: Orders::new(self.pool.clone(), &ids, prefix)?,
             customers: Customers::new(self.pool.clone(), &ids, prefix)?,
-            catalog: Catalog::new(self.pool.clone()),
+            catalog: ProductCatalog::new(self.pool.clone()),
         };
         let auth = self.auth()?;
         let producer = self
@@ -280,7 +282,7 @@ impl App {
             auth.clone(),
         );
         Ok(
-            tributary_commands::router(state, &self.settings.api, auth.clone())
+            tributary_api::router(state, &self.settings.api, auth.clone())
                 .merge(tributary_ingest::router(ingest, auth))
                 .merge(tasks)
                 .merge(subscriptions),
@@ -484,7 +486,7 @@ impl App {
         self.dead_letters_of(
             self.settings
                 .process_manager
-                .group_or(tributary_commands::process_manager::GROUP),
+                .group_or(tributary_process_manager::GROUP),
         )
     }
 
@@ -536,7 +538,7 @@ impl App {
         let group = self
             .settings
             .process_manager
-            .group_or(tributary_commands::process_manager::GROUP);
+            .group_or(tributary_process_manager::GROUP);
         let manager = ProcessManager::new(
             orders,
             AvroDecoder::new(self.registry_client()?, ids),
@@ -545,7 +547,7 @@ impl App {
         );
         let settings = &self.settings.process_manager;
         let wiring = self.wiring(
-            settings.group_or(tributary_commands::process_manager::GROUP),
+            settings.group_or(tributary_process_manager::GROUP),
             vec![self.topic(Topic::Payments), self.topic(Topic::Shipments)],
         );
         Consumer::new(self.pool.clone(), manager, &wiring, settings.clone())

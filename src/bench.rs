@@ -25,7 +25,7 @@ mod tasks;
 use std::time::Duration;
 
 use anyhow::bail;
-use tributary_commands::{Catalog, domain::Sku};
+use tributary_commands::{ProductCatalog, domain::Sku};
 use tributary_platform::{db::scratch, shutdown::Shutdown};
 
 use crate::{App, Listeners, Role, Settings};
@@ -101,7 +101,9 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         .iter()
         .map(|sku| Ok((Sku::parse(sku).map_err(anyhow::Error::msg)?, sku.as_str())))
         .collect::<anyhow::Result<_>>()?;
-    Catalog::new(app.pool.clone()).add_missing(&catalog).await?;
+    ProductCatalog::new(app.pool.clone())
+        .add_missing(&catalog)
+        .await?;
     println!(
         "Kafka: {} · PostgreSQL: scratch database · {} cores",
         if app.cluster.is_mock() {

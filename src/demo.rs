@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use serde_json::json;
 use sqlx::PgPool;
-use tributary_commands::{Catalog, domain::Sku};
+use tributary_commands::{ProductCatalog, domain::Sku};
 use tributary_platform::shutdown::Shutdown;
 use uuid::Uuid;
 
@@ -68,7 +68,9 @@ pub async fn run(mut settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|sku| Ok((Sku::parse(sku).map_err(anyhow::Error::msg)?, *sku)))
         .collect::<anyhow::Result<_>>()?;
-    Catalog::new(app.pool.clone()).add_missing(&catalog).await?;
+    ProductCatalog::new(app.pool.clone())
+        .add_missing(&catalog)
+        .await?;
     let brokers = if app.cluster.is_mock() {
         "librdkafka's in-process mock cluster".to_owned()
     } else {

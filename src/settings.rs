@@ -5,7 +5,7 @@
 //! `TRIBUTARY__SECTION__KEY` variables. Unknown keys are refused.
 
 use serde::{Deserialize, Serialize};
-use tributary_commands::CommandApiSettings;
+use tributary_api::CommandApiSettings;
 use tributary_consumer::ConsumerSettings;
 use tributary_notifier::NotifierSettings;
 use tributary_platform::{

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tributary::{App, Listeners, Role, Settings};
-use tributary_commands::{Catalog, domain::Sku};
+use tributary_commands::{ProductCatalog, domain::Sku};
 use tributary_platform::{db::scratch, shutdown::Shutdown};
 use tributary_registry::ContractIds;
 use tributary_schemas::{Event, Topic, framing};
@@ -457,7 +457,7 @@ async fn seed_catalog(app: &App) {
         .iter()
         .map(|sku| (Sku::parse(sku).unwrap(), sku.as_str()))
         .collect();
-    Catalog::new(app.pool.clone())
+    ProductCatalog::new(app.pool.clone())
         .add_missing(&products)
         .await
         .expect("the test catalog");

@@ -36,11 +36,11 @@ impl ProductRequest {
 
 /// The catalog's reads and writes.
 #[derive(Debug, Clone)]
-pub struct Catalog {
+pub struct ProductCatalog {
     pool: PgPool,
 }
 
-impl Catalog {
+impl ProductCatalog {
     /// The catalog in `pool`'s database.
     pub fn new(pool: PgPool) -> Self {
         Self { pool }

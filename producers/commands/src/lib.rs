@@ -1,4 +1,4 @@
-//! The command API: HTTP commands are validated against the order aggregate,
+//! The command side: commands are validated against the order aggregate,
 //! and the aggregate's new state and its events are written in one PostgreSQL
 //! transaction (the transactional outbox, `tributary-outbox`). The relay
 //! publishes them later.
@@ -13,21 +13,17 @@
 //! same key and request gets the first response again (`Idempotent-Replayed:
 //! true`) without a second effect; the same key with another request gets 422.
 
-mod api;
 pub mod catalog;
 mod customers;
 pub mod domain;
 pub mod idempotency;
-pub mod process_manager;
 mod service;
-mod settings;
 
-pub use api::{AppState, router};
-pub use catalog::Catalog;
+pub use catalog::ProductCatalog;
 pub use customers::{CustomerAccepted, Customers};
-pub use process_manager::ProcessManager;
-pub use service::{CommandError, OrderAccepted, Orders};
-pub use settings::CommandApiSettings;
+pub use service::{
+    CommandError, Current, OrderAccepted, Orders, now_millis, order_exists, transition,
+};
 
 /// The command side's tables (`commands` schema).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

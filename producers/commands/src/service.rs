@@ -76,10 +76,14 @@ pub struct Orders {
     pool: PgPool,
     placed: Route,
     cancelled: Route,
-    pub(crate) paid: Route,
-    pub(crate) shipped: Route,
-    pub(crate) delivered: Route,
-    pub(crate) refunded: Route,
+    /// Where `OrderPaid` goes (the process manager's transitions).
+    pub paid: Route,
+    /// Where `OrderShipped` goes.
+    pub shipped: Route,
+    /// Where `OrderDelivered` goes.
+    pub delivered: Route,
+    /// Where `OrderRefunded` goes.
+    pub refunded: Route,
 }
 
 impl Orders {
@@ -239,16 +243,18 @@ const SKU_IN_CATALOG: &str = "order_lines_sku_in_catalog";
 
 /// An order's state as a transition sees it.
 #[derive(Debug, Clone)]
-pub(crate) struct Current {
-    pub(crate) currency: String,
-    pub(crate) total_minor: i64,
+pub struct Current {
+    /// Its currency (ISO 4217, as stored: `char(3)`).
+    pub currency: String,
+    /// Its total in minor units.
+    pub total_minor: i64,
 }
 
 /// The state machine's one door: moves order `order_id` to `wanted` and
 /// appends `record` (its event), inside the caller's transaction. Refused,
 /// with nothing written, when the order is missing, not at
 /// `expected_version`, cannot become `wanted`, or fails `check`.
-pub(crate) async fn transition(
+pub async fn transition(
     conn: &mut PgConnection,
     order_id: Uuid,
     wanted: OrderStatus,
@@ -304,7 +310,17 @@ pub(crate) async fn transition(
 }
 
 /// Now, truncated to milliseconds: the precision events carry.
-pub(crate) fn now_millis() -> DateTime<Utc> {
+pub fn now_millis() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+/// Whether order `order_id` exists (inside the caller's transaction).
+pub async fn order_exists(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, CommandError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM commands.orders WHERE order_id = $1) AS "exists!""#,
+        order_id
+    )
+    .fetch_one(conn)
+    .await?)
 }

@@ -16,6 +16,10 @@
 //! transition the state machine refuses) goes to `<group>.dlq`, through the
 //! outbox in the same transaction, with the reason; never silently dropped.
 //! A repeated event whose transition already happened changes nothing.
+//!
+//! The orders are the command side's: this role moves them only through
+//! `tributary-commands`' public state machine ([`transition`]), which
+//! writes the order and its event (through the outbox) together.
 
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Headers, Message, OwnedMessage};
@@ -28,10 +32,10 @@ use tributary_schemas::{
 };
 use uuid::Uuid;
 
-use crate::{
-    CommandError, Orders,
+use tributary_commands::{
+    CommandError, Current, Orders,
     domain::{Invalid, OrderStatus},
-    service::{Current, now_millis, transition},
+    now_millis, order_exists, transition,
 };
 
 /// The default consumer group (and dead-letter topic prefix).
@@ -226,13 +230,7 @@ impl ProcessManager {
             }
             UpstreamEvent::PaymentFailed(_) => {
                 // Nothing changes: the order stays placed. An unknown order is still an error.
-                let exists: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM commands.orders WHERE order_id = $1)",
-                )
-                .bind(order_id)
-                .fetch_one(&mut *conn)
-                .await?;
-                if !exists {
+                if !order_exists(conn, order_id).await? {
                     return Err(CommandError::NotFound(order_id));
                 }
             }

@@ -1,4 +1,22 @@
-//! HTTP routes of the command API.
+//! The api role: the command API's HTTP routes over the command side
+//! (`tributary-commands`), with its settings. The binary serves these beside
+//! the ingest endpoint, the task API and the webhook subscriptions API on
+//! the same port.
+//!
+//! ```text
+//! POST /customers           RegisterCustomer → 201, CustomerRegistered in the outbox
+//! POST /orders              PlaceOrder       → 201, OrderPlaced in the outbox
+//! POST /orders/{id}/cancel  CancelOrder      → 200, OrderCancelled in the outbox
+//! PUT  /products/{sku}      the product catalog (admin)
+//! ```
+//!
+//! Every command takes an optional `Idempotency-Key` header: a retry with the
+//! same key and request gets the first response again (`Idempotent-Replayed:
+//! true`) without a second effect; the same key with another request gets 422.
+
+mod settings;
+
+pub use settings::CommandApiSettings;
 
 use axum::{
     Json, Router,
@@ -19,8 +37,8 @@ use tributary_platform::{
 };
 use uuid::Uuid;
 
-use crate::{
-    Catalog, CommandApiSettings, CommandError, Customers, Orders,
+use tributary_commands::{
+    CommandError, Customers, Orders, ProductCatalog,
     catalog::{Product, ProductRequest},
     domain::{CancelOrderRequest, PlaceOrderRequest, RegisterCustomerRequest, Sku},
     idempotency::{Done, IdempotencyKey},
@@ -34,7 +52,7 @@ pub struct AppState {
     /// The customer aggregate's handlers.
     pub customers: Customers,
     /// The product catalog.
-    pub catalog: Catalog,
+    pub catalog: ProductCatalog,
 }
 
 /// The command API's routes (bearer token with the `commands` scope), with
@@ -73,12 +91,13 @@ async fn register_customer(
     headers: HeaderMap,
     JsonBody(request): JsonBody<RegisterCustomerRequest>,
 ) -> Result<Response, Problem> {
-    let customer = request.validate().map_err(CommandError::from)?;
+    let customer = request.validate().map_err(|e| problem(e.into()))?;
     let key = idempotency_key(&headers, "POST /customers", &request)?;
     let done = state
         .customers
         .register(&customer, &causation(&headers), key.as_ref())
-        .await?;
+        .await
+        .map_err(problem)?;
     let location = format!("/customers/{}", done.value.customer_id);
     Ok(respond(StatusCode::CREATED, Some(location), done))
 }
@@ -89,7 +108,7 @@ async fn put_product(
     JsonBody(request): JsonBody<ProductRequest>,
 ) -> Result<Response, Problem> {
     let sku = Sku::parse(&sku).map_err(|reason| Problem::invalid_field("sku", reason))?;
-    let name = request.validate().map_err(CommandError::from)?;
+    let name = request.validate().map_err(|e| problem(e.into()))?;
     let (product, created) = state
         .catalog
         .put(&sku, name)
@@ -149,12 +168,13 @@ async fn place_order(
     headers: HeaderMap,
     JsonBody(request): JsonBody<PlaceOrderRequest>,
 ) -> Result<Response, Problem> {
-    let order = request.validate().map_err(CommandError::from)?;
+    let order = request.validate().map_err(|e| problem(e.into()))?;
     let key = idempotency_key(&headers, "POST /orders", &request)?;
     let done = state
         .orders
         .place(&order, &causation(&headers), key.as_ref())
-        .await?;
+        .await
+        .map_err(problem)?;
     let location = format!("/orders/{}", done.value.order_id);
     Ok(respond(StatusCode::CREATED, Some(location), done))
 }
@@ -167,7 +187,7 @@ async fn cancel_order(
 ) -> Result<Response, Problem> {
     let order_id = Uuid::parse_str(&order_id)
         .map_err(|_| Problem::invalid_field("order_id", "the path must hold the order's UUID"))?;
-    let cancel = request.validate().map_err(CommandError::from)?;
+    let cancel = request.validate().map_err(|e| problem(e.into()))?;
     let key = idempotency_key(
         &headers,
         &format!("POST /orders/{order_id}/cancel"),
@@ -176,7 +196,8 @@ async fn cancel_order(
     let done = state
         .orders
         .cancel(order_id, &cancel, &causation(&headers), key.as_ref())
-        .await?;
+        .await
+        .map_err(problem)?;
     Ok(respond(StatusCode::OK, None, done))
 }
 
@@ -224,8 +245,9 @@ fn causation(headers: &HeaderMap) -> Causation {
     }
 }
 
-impl From<CommandError> for Problem {
-    fn from(error: CommandError) -> Self {
+/// The problem a refused command answers with.
+fn problem(error: CommandError) -> Problem {
+    {
         match error {
             CommandError::Invalid(invalid) => Problem::invalid_field(invalid.field, invalid.reason),
             CommandError::NotFound(id) => Problem::not_found(format!("order {id} does not exist")),

@@ -1,3 +1,5 @@
+//! Settings of the api role.
+
 use std::{net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
