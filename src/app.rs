@@ -24,19 +24,21 @@ use tributary_projector::{Decoder, OrdersProjection, Projector};
 use tributary_registry::{ContractIds, RegistryClient};
 use tributary_relay::Relay;
 use tributary_schemas::Topic;
-use tributary_tasks::{Enqueuer, Priority, Worker, WorkerWiring};
+use tributary_tasks::{Enqueuer, Priority};
+use tributary_worker::{Worker, WorkerWiring};
 use uuid::Uuid;
 
 use crate::Settings;
 
 /// Every crate's migrations, applied as one ordered set.
-pub const MIGRATORS: [&Migrator; 8] = [
+pub const MIGRATORS: [&Migrator; 9] = [
     &tributary_consumer::MIGRATOR,
     &tributary_registry::MIGRATOR,
     &tributary_commands::MIGRATOR,
     &tributary_outbox::MIGRATOR,
     &tributary_projector::MIGRATOR,
     &tributary_tasks::MIGRATOR,
+    &tributary_scheduler::MIGRATOR,
     &tributary_notifier::MIGRATOR,
     &tributary_shop_tasks::MIGRATOR,
 ];
@@ -433,10 +435,10 @@ impl App {
     }
 
     /// A scheduler of the configured periodic tasks.
-    pub async fn scheduler(&self) -> anyhow::Result<tributary_tasks::schedule::Scheduler> {
+    pub async fn scheduler(&self) -> anyhow::Result<tributary_scheduler::Scheduler> {
         let tasks = &self.settings.tasks;
         let holder = format!("{}-{}", std::process::id(), Uuid::new_v4().simple());
-        tributary_tasks::schedule::Scheduler::new(
+        tributary_scheduler::Scheduler::new(
             self.pool.clone(),
             self.enqueuer().await?,
             &tasks.schedules,

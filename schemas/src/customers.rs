@@ -3,7 +3,7 @@
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Topic, contract::event, timestamp_millis};
+use crate::{Topic, event::event, timestamp_millis};
 
 /// A customer signed up at the storefront.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]

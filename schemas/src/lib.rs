@@ -23,13 +23,15 @@
 
 mod contract;
 pub mod customers;
+mod event;
 pub mod framing;
 pub mod orders;
 pub mod payments;
 pub mod upstream;
 pub mod warehouse;
 
-pub use contract::{CONTRACT, Decode, Event, RecordHistory, Topic, decode_one, subject};
+pub use contract::CONTRACT;
+pub use event::{Decode, Event, RecordHistory, Topic, decode_one, subject};
 
 /// Errors of encoding and decoding the contract's types.
 #[derive(Debug, thiserror::Error)]

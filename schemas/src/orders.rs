@@ -4,7 +4,7 @@
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Topic, contract::event, timestamp_millis};
+use crate::{Topic, event::event, timestamp_millis};
 
 /// One product line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]

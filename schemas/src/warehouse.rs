@@ -3,7 +3,7 @@
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{Topic, contract::event, timestamp_millis};
+use crate::{Topic, event::event, timestamp_millis};
 
 /// The parcel for an order left the warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]

@@ -121,7 +121,7 @@ pub async fn run(settings: Settings, command: TaskCommand) -> anyhow::Result<()>
             }
         }
         TaskCommand::Schedules { json } => {
-            let rows = tributary_tasks::schedule::list(&app.pool).await?;
+            let rows = tributary_scheduler::list(&app.pool).await?;
             if json {
                 for row in &rows {
                     println!("{}", serde_json::to_string(row)?);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use tributary_consumer::{AvroDecoder, DecodeError, Envelope, Handler};
 use tributary_schemas::orders::OrderEvent;
 use tributary_tasks::{Enqueue, Enqueuer, Priority};
@@ -217,45 +217,4 @@ impl Handler for Notifier {
         }
         Ok(())
     }
-}
-
-/// Whether the side effect (`channel`, `target`, `key`) was already made.
-pub(crate) async fn delivered(
-    pool: &PgPool,
-    channel: &str,
-    target: &str,
-    key: &str,
-) -> anyhow::Result<bool> {
-    let found: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM notifier.deliveries WHERE channel = $1 AND target = $2 AND key = $3",
-    )
-    .bind(channel)
-    .bind(target)
-    .bind(key)
-    .fetch_optional(pool)
-    .await?;
-    Ok(found.is_some())
-}
-
-/// Records that the side effect (`channel`, `target`, `key`) was made.
-pub(crate) async fn record_delivery(
-    pool: &PgPool,
-    channel: &str,
-    target: &str,
-    key: &str,
-    attempt: u32,
-    status: Option<u16>,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO notifier.deliveries (channel, target, key, attempt, status)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(channel)
-    .bind(target)
-    .bind(key)
-    .bind(attempt as i32)
-    .bind(status.map(i32::from))
-    .execute(pool)
-    .await?;
-    Ok(())
 }

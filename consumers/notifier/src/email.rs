@@ -231,7 +231,7 @@ impl Task for SendEmail {
         let to = Mailbox::from_str(&to).map_err(|e| permanent(anyhow!("to {to:?}: {e}")))?;
         let target = to.email.to_string();
         let dedupe_key = format!("{}:{}", args.template, args.key);
-        if crate::consumer::delivered(&self.pool, "email", &target, &dedupe_key).await? {
+        if crate::deliveries::delivered(&self.pool, "email", &target, &dedupe_key).await? {
             return Ok(json!({"already_sent": true}));
         }
         let rendered = mailer
@@ -254,7 +254,7 @@ impl Task for SendEmail {
                 true => permanent(anyhow!("SMTP: {e}")),
                 false => TaskError::Retry(anyhow!("SMTP: {e}")),
             })?;
-        crate::consumer::record_delivery(
+        crate::deliveries::record_delivery(
             &self.pool,
             "email",
             &target,

@@ -18,6 +18,7 @@
 
 pub mod api;
 mod consumer;
+mod deliveries;
 pub mod email;
 mod events;
 pub mod subscriptions;

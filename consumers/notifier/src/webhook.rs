@@ -219,8 +219,13 @@ impl Task for DeliverWebhook {
     ) -> Result<serde_json::Value, TaskError> {
         let subscription_id = Uuid::parse_str(&args.subscription_id)
             .map_err(|e| TaskError::Permanent(anyhow!("subscription_id: {e}")))?;
-        if crate::consumer::delivered(&self.pool, "webhook", &args.subscription_id, &args.event_id)
-            .await?
+        if crate::deliveries::delivered(
+            &self.pool,
+            "webhook",
+            &args.subscription_id,
+            &args.event_id,
+        )
+        .await?
         {
             return Ok(json!({"already_delivered": true}));
         }
@@ -263,7 +268,7 @@ impl Task for DeliverWebhook {
         let status = response.status();
         let answer = read_capped(response, self.settings.max_response_bytes).await;
         if status.is_success() {
-            crate::consumer::record_delivery(
+            crate::deliveries::record_delivery(
                 &self.pool,
                 "webhook",
                 &args.subscription_id,

@@ -19,10 +19,12 @@
 
 mod replay;
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use anyhow::{Context, bail};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+
+use tributary_consumer::offsets;
 
 use crate::{Projection, READ_MODEL_SCHEMA};
 
@@ -44,9 +46,6 @@ pub struct Rebuild {
     /// The name the rebuild's consumer stores its offsets under.
     pub offsets_name: String,
 }
-
-/// Offsets stored under one name: next offset by (topic, partition).
-type Offsets = HashMap<(String, i32), i64>;
 
 impl Rebuild {
     /// Registers a rebuild of `projection` that has `target_messages` to
@@ -119,12 +118,7 @@ impl Rebuild {
 
     /// Messages the rebuild has applied (or skipped) so far.
     pub async fn applied(&self, pool: &PgPool) -> sqlx::Result<i64> {
-        sqlx::query_scalar(
-            "SELECT COALESCE(sum(next_offset), 0)::bigint FROM consumer.offsets WHERE consumer = $1",
-        )
-        .bind(&self.offsets_name)
-        .fetch_one(pool)
-        .await
+        offsets::applied_total(pool, &self.offsets_name).await
     }
 
     /// Records progress (which also shows the rebuild is alive).
@@ -157,17 +151,12 @@ impl Rebuild {
         sqlx::query("SET LOCAL lock_timeout = '30s'")
             .execute(&mut *tx)
             .await?;
-        let live_offsets: Vec<(String, i32, i64)> = sqlx::query_as(
-            "SELECT topic, partition, next_offset FROM consumer.offsets WHERE consumer = $1 FOR UPDATE",
-        )
-        .bind(live)
-        .fetch_all(&mut *tx)
-        .await?;
+        let live_offsets = offsets::lock_all(&mut tx, live).await?;
 
         // The live projector is held; let the rebuild reach where it stopped.
         let deadline = tokio::time::Instant::now() + catch_up;
         loop {
-            let rebuilt = load(pool, &self.offsets_name).await?;
+            let rebuilt = offsets::load(pool, &self.offsets_name).await?;
             let behind = live_offsets
                 .iter()
                 .filter(|(topic, partition, next)| {
@@ -210,26 +199,7 @@ impl Rebuild {
             .await?;
             carry_over(&mut tx, &retired, table).await?;
         }
-        sqlx::query(
-            "INSERT INTO consumer.offsets (consumer, topic, partition, next_offset, last_event_at, updated_at)
-             SELECT $1, topic, partition, next_offset, last_event_at, now()
-             FROM consumer.offsets WHERE consumer = $2
-             ON CONFLICT (consumer, topic, partition) DO UPDATE SET
-                 next_offset = excluded.next_offset,
-                 last_event_at = excluded.last_event_at,
-                 updated_at = now()",
-        )
-        .bind(live)
-        .bind(&self.offsets_name)
-        .execute(&mut *tx)
-        .await?;
-        let applied: i64 = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM consumer.offsets WHERE consumer = $1 RETURNING next_offset)
-             SELECT COALESCE(sum(next_offset), 0)::bigint FROM gone",
-        )
-        .bind(&self.offsets_name)
-        .fetch_one(&mut *tx)
-        .await?;
+        let applied = offsets::hand_over(&mut tx, &self.offsets_name, live).await?;
         ddl(&mut tx, format!("DROP SCHEMA {retired} CASCADE")).await?;
         ddl(&mut tx, format!("DROP SCHEMA {}", self.schema)).await?;
         sqlx::query(
@@ -304,17 +274,6 @@ async fn carry_over(
     Ok(())
 }
 
-/// The offsets stored under `name`.
-async fn load(pool: &PgPool, name: &str) -> sqlx::Result<Offsets> {
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-        "SELECT topic, partition, next_offset FROM consumer.offsets WHERE consumer = $1",
-    )
-    .bind(name)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(t, p, n)| ((t, p), n)).collect())
-}
-
 /// Drops a rebuild's tables and offsets.
 async fn drop_build(
     pool: &PgPool,
@@ -330,10 +289,7 @@ async fn drop_build(
         )
         .await?;
     }
-    sqlx::query("DELETE FROM consumer.offsets WHERE consumer = $1")
-        .bind(format!("{}@rebuild-{id}", projection.name))
-        .execute(&mut *tx)
-        .await?;
+    offsets::forget(&mut tx, &format!("{}@rebuild-{id}", projection.name)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     model::{Column, ReadModel, Value},
-    params::Sort,
+    sort::Sort,
 };
 
 /// Longest cursor accepted, in characters.

@@ -21,6 +21,7 @@ mod list;
 pub mod model;
 mod params;
 mod projections;
+mod sort;
 mod sql;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -200,7 +200,7 @@ mod tests {
     use super::*;
     use crate::{
         model::{FULFILMENT, ORDERS},
-        params::Sort,
+        sort::Sort,
     };
 
     fn sql(mut request: ListRequest, sort: &str, after: Option<Vec<Value>>) -> String {

@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use crate::{
     Enqueue, Enqueuer, Priority,
-    definition::ArgsError,
-    enqueue::EnqueueError,
+    request::ArgsError,
+    request::EnqueueError,
     results::{self, Filter, State as TaskState},
 };
 

@@ -10,7 +10,11 @@ use apache_avro::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::Priority;
+use crate::{
+    Priority,
+    request::{ArgsError, Enqueue, EnqueueError},
+    results::TaskRow,
+};
 
 /// A task the worker can run.
 ///
@@ -81,7 +85,25 @@ pub struct TaskContext {
     /// [`TaskContext::chord_results`].
     pub callback_of: Option<Uuid>,
     /// What a running task may use to start subtasks (absent in unit tests).
-    pub(crate) runtime: Option<(sqlx::PgPool, crate::Enqueuer)>,
+    pub runtime: Option<Arc<dyn TaskRuntime>>,
+}
+
+/// What a running task may ask of the task system besides its arguments:
+/// chords. The worker gives each task one (`enqueue::runtime`).
+pub trait TaskRuntime: Send + Sync + std::fmt::Debug {
+    /// Starts a chord for task `parent` (see [`TaskContext::chord`]).
+    fn start_chord<'a>(
+        &'a self,
+        parent: Uuid,
+        subtasks: &'a [Enqueue],
+        callback: &'a Enqueue,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<Uuid>> + Send + 'a>>;
+
+    /// The members of chord `chord_id`, by task id.
+    fn chord_results(
+        &self,
+        chord_id: Uuid,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<TaskRow>>> + Send + '_>>;
 }
 
 impl TaskContext {
@@ -90,30 +112,26 @@ impl TaskContext {
     /// one transaction, and once per task: a retried or re-delivered parent
     /// finds its chord started and enqueues nothing again. Returns the
     /// chord's id.
-    pub async fn chord(
-        &self,
-        subtasks: Vec<crate::Enqueue>,
-        callback: crate::Enqueue,
-    ) -> anyhow::Result<Uuid> {
-        let (pool, enqueuer) = self
+    pub async fn chord(&self, subtasks: Vec<Enqueue>, callback: Enqueue) -> anyhow::Result<Uuid> {
+        let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no task runtime here"))?;
-        enqueuer
-            .start_chord(pool, self.task_id, &subtasks, &callback)
+        runtime
+            .start_chord(self.task_id, &subtasks, &callback)
             .await
     }
 
     /// The results of the chord this task is the callback of, by task id.
-    pub async fn chord_results(&self) -> anyhow::Result<Vec<crate::results::TaskRow>> {
-        let (pool, _) = self
+    pub async fn chord_results(&self) -> anyhow::Result<Vec<TaskRow>> {
+        let runtime = self
             .runtime
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no task runtime here"))?;
         let chord_id = self
             .callback_of
             .ok_or_else(|| anyhow::anyhow!("{} is not a chord's callback", self.task_id))?;
-        crate::results::of_chord(pool, chord_id).await
+        runtime.chord_results(chord_id).await
     }
 }
 
@@ -163,11 +181,13 @@ impl Task for Sleep {
 }
 
 /// A boxed attempt.
-pub(crate) type Attempt<'a> =
+/// A running attempt of a task: what it returned, or why it failed.
+pub type Attempt<'a> =
     Pin<Box<dyn Future<Output = Result<serde_json::Value, TaskError>> + Send + 'a>>;
 
 /// A task with its argument type erased.
-pub(crate) trait Runner: Send + Sync {
+/// A task of the catalog, type-erased: the worker runs tasks through it.
+pub trait Runner: Send + Sync {
     /// The arguments' schema.
     fn schema(&self) -> &Schema;
     /// Decodes the arguments (resolving from `writer` when they were written
@@ -227,22 +247,6 @@ pub struct Catalog {
 }
 
 type JsonEncoder = dyn Fn(&[u8]) -> Result<Vec<u8>, ArgsError> + Send + Sync;
-
-/// Arguments that do not fit the task's record.
-#[derive(Debug, thiserror::Error)]
-pub enum ArgsError {
-    /// The JSON does not deserialize: the field at fault (`args.order_id`) and why.
-    #[error("{field}: {message}")]
-    Field {
-        /// Path of the field, starting with `args`.
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// The value does not encode with the record's schema.
-    #[error("the arguments do not fit the schema: {0}")]
-    Schema(#[from] apache_avro::Error),
-}
 
 impl std::fmt::Debug for Catalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -310,7 +314,8 @@ impl Catalog {
         self.json.get(name).map(|encode| encode(json))
     }
 
-    pub(crate) fn runner(&self, name: &str) -> Option<&Arc<dyn Runner>> {
+    /// The runner of task `name`.
+    pub fn runner(&self, name: &str) -> Option<&Arc<dyn Runner>> {
         self.tasks.get(name)
     }
 }
@@ -443,5 +448,23 @@ mod tests {
             matches!(outcome, Err(TaskError::Permanent(_))),
             "{outcome:?}"
         );
+    }
+}
+
+impl Enqueue {
+    /// Task `T` with `args`, on `tasks.default`, due now.
+    pub fn new<T: Task>(args: &T::Args) -> anyhow::Result<Self> {
+        let schema = <T::Args as apache_avro::AvroSchema>::get_schema();
+        let args =
+            anyhow::Context::context(encode_args(&schema, args), "encoding the task's arguments")?;
+        Ok(Self::raw(T::NAME, args))
+    }
+
+    /// Task `name` with arguments given as JSON, checked against the catalog.
+    pub fn json(catalog: &Catalog, name: &str, args: &[u8]) -> Result<Self, EnqueueError> {
+        let args = catalog
+            .encode_json(name, args)
+            .ok_or_else(|| EnqueueError::UnknownTask(name.to_owned()))??;
+        Ok(Self::raw(name, args))
     }
 }

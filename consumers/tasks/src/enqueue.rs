@@ -10,7 +10,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rdkafka::{
     ClientConfig,
     message::{Header, OwnedHeaders},
@@ -23,118 +23,10 @@ use tributary_schemas::framing;
 use uuid::Uuid;
 
 use crate::{
-    Catalog, Priority, Task, TaskSettings,
-    definition::{ArgsError, encode_args},
+    Catalog, Priority, TaskSettings,
+    request::{Enqueue, EnqueueError},
     wire::{self, TaskHeaders},
 };
-
-/// A task to enqueue.
-#[derive(Debug, Clone)]
-pub struct Enqueue {
-    /// The task's name.
-    pub task: String,
-    /// Its arguments, an Avro datum of the task's record.
-    pub args: Vec<u8>,
-    /// Its queue.
-    pub priority: Priority,
-    /// Not before (a countdown or an ETA); `None` runs it as soon as a worker is free.
-    pub due_at: Option<DateTime<Utc>>,
-    /// Attempts in all (default: `tasks.max_attempts`).
-    pub max_attempts: Option<u32>,
-    /// How long one attempt may run (default: `tasks.time_limit`).
-    pub time_limit: Option<Duration>,
-    /// The correlation id of whatever asked for it.
-    pub correlation_id: Option<String>,
-    /// Whether `due_at` came from a countdown (for error messages).
-    countdown_given: bool,
-}
-
-impl Enqueue {
-    /// Task `T` with `args`, on `tasks.default`, due now.
-    pub fn new<T: Task>(args: &T::Args) -> anyhow::Result<Self> {
-        let schema = <T::Args as apache_avro::AvroSchema>::get_schema();
-        let args = encode_args(&schema, args).context("encoding the task's arguments")?;
-        Ok(Self::raw(T::NAME, args))
-    }
-
-    /// Task `name` with arguments given as JSON, checked against the catalog.
-    pub fn json(catalog: &Catalog, name: &str, args: &[u8]) -> Result<Self, EnqueueError> {
-        let args = catalog
-            .encode_json(name, args)
-            .ok_or_else(|| EnqueueError::UnknownTask(name.to_owned()))??;
-        Ok(Self::raw(name, args))
-    }
-
-    fn raw(task: &str, args: Vec<u8>) -> Self {
-        Self {
-            task: task.to_owned(),
-            args,
-            priority: Priority::Default,
-            due_at: None,
-            max_attempts: None,
-            time_limit: None,
-            correlation_id: None,
-            countdown_given: false,
-        }
-    }
-
-    /// On `priority`'s queue.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Not before `countdown` from now (more than [`wire::MAX_DELAY`] is
-    /// refused when the task is enqueued).
-    pub fn countdown(mut self, countdown: Duration) -> Self {
-        let countdown = chrono::Duration::from_std(countdown.min(wire::MAX_DELAY * 2))
-            .unwrap_or(chrono::Duration::MAX);
-        self.due_at = Utc::now().checked_add_signed(countdown);
-        self.countdown_given = true;
-        self
-    }
-
-    /// Not before `eta`.
-    pub fn eta(mut self, eta: DateTime<Utc>) -> Self {
-        self.due_at = Some(eta);
-        self.countdown_given = false;
-        self
-    }
-
-    /// With `attempts` in all.
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = Some(attempts);
-        self
-    }
-
-    /// With `limit` per attempt.
-    pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.time_limit = Some(limit);
-        self
-    }
-}
-
-/// Why a task could not be enqueued.
-#[derive(Debug, thiserror::Error)]
-pub enum EnqueueError {
-    /// No task of that name.
-    #[error("no task is named `{0}`")]
-    UnknownTask(String),
-    /// The arguments do not fit the task's record.
-    #[error(transparent)]
-    Args(#[from] ArgsError),
-    /// A limit is out of range.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The setting at fault.
-        field: &'static str,
-        /// Why.
-        message: String,
-    },
-    /// The database or the broker failed.
-    #[error(transparent)]
-    Unavailable(#[from] anyhow::Error),
-}
 
 /// A task message ready to go: where, with what key, value and headers.
 #[derive(Debug, Clone)]
@@ -293,7 +185,9 @@ impl Enqueuer {
 
     /// A message for `task` (any attempt) with the framed arguments `value`:
     /// to its queue when due, else to the delay topic its wait fits.
-    pub(crate) fn outgoing(
+    /// The message of `task` (its headers) with `value`, carrying `carried`
+    /// headers on: a retry or a delayed task moving on.
+    pub fn outgoing(
         &self,
         task: TaskHeaders,
         value: Vec<u8>,
@@ -419,7 +313,8 @@ impl Enqueuer {
     }
 
     /// Produces `message` and waits for the acknowledgement.
-    pub(crate) async fn send(&self, message: &Outgoing) -> anyhow::Result<()> {
+    /// Produces `message` straight to Kafka and waits for the broker.
+    pub async fn send(&self, message: &Outgoing) -> anyhow::Result<()> {
         let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
         for (key, value) in &message.headers {
             headers = headers.insert(Header {
@@ -481,4 +376,44 @@ pub(crate) async fn insert(conn: &mut PgConnection, message: &Outgoing) -> anyho
     .await
     .context("writing the task to the outbox")?;
     crate::results::insert_pending(conn, &message.task).await
+}
+
+/// The runtime the worker gives each task: chords start through `enqueuer`
+/// in `pool`, and read their members' rows there.
+pub fn runtime(pool: sqlx::PgPool, enqueuer: Enqueuer) -> Arc<dyn crate::TaskRuntime> {
+    Arc::new(Runtime { pool, enqueuer })
+}
+
+#[derive(Debug)]
+struct Runtime {
+    pool: sqlx::PgPool,
+    enqueuer: Enqueuer,
+}
+
+impl crate::TaskRuntime for Runtime {
+    fn start_chord<'a>(
+        &'a self,
+        parent: Uuid,
+        subtasks: &'a [Enqueue],
+        callback: &'a Enqueue,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<Uuid>> + Send + 'a>>
+    {
+        Box::pin(
+            self.enqueuer
+                .start_chord(&self.pool, parent, subtasks, callback),
+        )
+    }
+
+    fn chord_results(
+        &self,
+        chord_id: Uuid,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = anyhow::Result<Vec<crate::results::TaskRow>>>
+                + Send
+                + '_,
+        >,
+    > {
+        Box::pin(crate::results::of_chord(&self.pool, chord_id))
+    }
 }

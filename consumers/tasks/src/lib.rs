@@ -1,4 +1,8 @@
-//! The task system: Celery-class asynchronous tasks on Kafka.
+//! The task library: Celery-class asynchronous tasks on Kafka. The roles
+//! that run them are crates of their own: `tributary-worker` (runs tasks,
+//! forwards delayed ones, stores results) and `tributary-scheduler`
+//! (periodic tasks); the notifier and the shop's tasks depend on this
+//! library only.
 //!
 //! - A task is a name and an Avro record of arguments ([`Task`]); the
 //!   [`Catalog`] knows every task a process can run or enqueue.
@@ -11,8 +15,8 @@
 //!   commits), from HTTP (`POST /tasks`) and from the CLI ([`enqueue`]).
 //! - A countdown, an ETA and a retry's backoff wait in durable delay topics
 //!   (`tributary-tasks.retry.<delay>`), never in a broker visibility timeout;
-//!   the worker's forwarders move each message on when it is due ([`delay`]).
-//! - The [`Worker`] runs tasks concurrently up to a limit, drains
+//!   the worker's forwarders move each message on when it is due.
+//! - The worker runs tasks concurrently up to a limit, drains
 //!   `tasks.high` first, acknowledges (commits the offset) only after the
 //!   task's result is stored, retries with exponential backoff and jitter,
 //!   and after the last attempt dead-letters the task to
@@ -21,30 +25,29 @@
 //! - Results live in `tasks.results`: state, attempts, timings, result or
 //!   error ([`results`]), queryable through `GET /tasks` and `tributary ctl task`.
 //! - Periodic tasks fire from cron schedules, once per tick however many
-//!   schedulers run ([`schedule`]).
+//!   schedulers run (`tributary-scheduler`).
 //!
 //! Delivery is at-least-once: a worker killed mid-task leaves the offset
 //! uncommitted and the task runs again, so tasks must be idempotent.
 
 pub mod api;
 pub mod definition;
-pub mod delay;
 pub mod enqueue;
+pub mod request;
 pub mod results;
 pub mod schedule;
 pub mod wire;
-mod worker;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use definition::{Catalog, Noop, Sleep, Task, TaskContext, TaskError};
-pub use enqueue::{Enqueue, Enqueuer};
+pub use definition::{Catalog, Noop, Sleep, Task, TaskContext, TaskError, TaskRuntime};
+pub use enqueue::Enqueuer;
+pub use request::{Enqueue, EnqueueError};
 pub use wire::Priority;
-pub use worker::{Progress, Worker, WorkerReport, WorkerWiring};
 
-/// The task system's table (`tasks.results`).
+/// The task system's tables (`tasks.results`, `tasks.chords`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The task worker's consumer group unless `tasks.group_id` says otherwise:

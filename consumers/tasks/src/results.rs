@@ -9,20 +9,13 @@
 //! writes a batch per statement: a task that starts and ends within one
 //! flush costs one row write.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
-
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{wire::TaskHeaders, worker::Ack};
+use crate::wire::TaskHeaders;
 
 /// A task's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,22 +103,28 @@ pub(crate) async fn insert_pending(
 
 /// One change to a task's row.
 #[derive(Debug, Clone)]
-pub(crate) struct Update {
-    pub(crate) task: TaskHeaders,
-    pub(crate) state: State,
-    pub(crate) started_at: Option<DateTime<Utc>>,
-    pub(crate) finished_at: Option<DateTime<Utc>>,
+pub struct Update {
+    /// The task, as its headers say.
+    pub task: TaskHeaders,
+    /// Its new state.
+    pub state: State,
+    /// When its attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a state after running.
+    pub finished_at: Option<DateTime<Utc>>,
     /// When the next attempt is due (retrying).
-    pub(crate) due_at: Option<DateTime<Utc>>,
-    pub(crate) result: Option<serde_json::Value>,
-    pub(crate) error: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    /// What it returned.
+    pub result: Option<serde_json::Value>,
+    /// Why its attempt failed.
+    pub error: Option<String>,
 }
 
 impl Update {
     /// Folds another update of the same task into this one; the one further
     /// along (later attempt, then later state) wins, so two copies of one
     /// delivery never move a row backwards.
-    fn merge(&mut self, other: Update) {
+    pub fn merge(&mut self, other: Update) {
         let started_at = other.started_at.or(self.started_at);
         if other.progress() >= self.progress() {
             *self = other;
@@ -145,7 +144,7 @@ impl Update {
 
     /// A copy the database accepts whatever the task produced: no result,
     /// no chord, the reason it could not be stored.
-    fn unstorable(&self, why: &anyhow::Error) -> Update {
+    pub fn unstorable(&self, why: &anyhow::Error) -> Update {
         let mut task = self.task.clone();
         task.chord_id = None;
         Update {
@@ -156,144 +155,8 @@ impl Update {
                 self.state
             },
             result: None,
-            error: Some(crate::worker::bounded(format!(
-                "the outcome could not be stored: {why:#}"
-            ))),
+            error: Some(bounded(format!("the outcome could not be stored: {why:#}"))),
             ..self.clone()
-        }
-    }
-}
-
-/// What the [`Writer`] is given: an update to store, and the job to
-/// acknowledge once it is stored.
-type Entry = (Option<Update>, Option<Ack>);
-
-/// Sends updates to the [`Writer`].
-#[derive(Debug, Clone)]
-pub(crate) struct Updates(mpsc::Sender<Entry>);
-
-impl Updates {
-    /// Queues `update` (a task starting) without acknowledging anything.
-    pub(crate) async fn record(&self, update: Update) {
-        let _ = self.0.send((Some(update), None)).await;
-    }
-
-    /// Queues a job's outcome; the writer acknowledges the job once it is stored.
-    pub(crate) async fn finish(&self, update: Option<Update>, ack: Ack) {
-        if let Err(mpsc::error::SendError((_, Some(ack)))) = self.0.send((update, Some(ack))).await
-        {
-            // The writer has stopped (shutdown): the job is handed back.
-            drop(ack);
-        }
-    }
-}
-
-/// Most updates written in one statement.
-const MAX_FLUSH: usize = 4096;
-
-/// The task that writes updates in batches. It ends when every [`Updates`]
-/// is dropped, after storing what was queued.
-pub(crate) struct Writer {
-    pool: PgPool,
-    queue: mpsc::Receiver<Entry>,
-    /// Jobs acknowledged so far.
-    stored: Arc<AtomicU64>,
-}
-
-impl Writer {
-    /// A writer counting the jobs it acknowledges in `stored`.
-    pub(crate) fn new(pool: PgPool, stored: Arc<AtomicU64>) -> (Self, Updates) {
-        let (sender, queue) = mpsc::channel(MAX_FLUSH * 4);
-        (
-            Self {
-                pool,
-                queue,
-                stored,
-            },
-            Updates(sender),
-        )
-    }
-
-    pub(crate) async fn run(mut self) {
-        let mut pending: Vec<Entry> = Vec::new();
-        while self.queue.recv_many(&mut pending, MAX_FLUSH).await > 0 {
-            let mut batch: HashMap<Uuid, Update> = HashMap::with_capacity(pending.len());
-            let mut waiting = Vec::new();
-            for (update, ack) in pending.drain(..) {
-                if let Some(update) = update {
-                    match batch.get_mut(&update.task.task_id) {
-                        Some(earlier) => earlier.merge(update),
-                        None => {
-                            batch.insert(update.task.task_id, update);
-                        }
-                    }
-                }
-                waiting.extend(ack);
-            }
-            let updates: Vec<Update> = batch.into_values().collect();
-            if updates.is_empty() {
-                self.stored
-                    .fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                waiting.into_iter().for_each(Ack::acknowledge);
-                continue;
-            }
-            let mut backoff = Duration::from_millis(100);
-            while let Err(error) = write(&self.pool, &updates).await {
-                if tributary_consumer::failure::classify(&error)
-                    == tributary_consumer::Failure::BadInput
-                {
-                    // A row the database refuses: store the batch row by row,
-                    // the refused ones without what made them unstorable.
-                    self.write_one_by_one(&updates).await;
-                    break;
-                }
-                tracing::warn!(
-                    error = format!("{error:#}"),
-                    ?backoff,
-                    "storing task results failed; retrying"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            self.stored
-                .fetch_add(waiting.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            for ack in waiting {
-                ack.acknowledge();
-            }
-        }
-    }
-}
-
-impl Writer {
-    async fn write_one_by_one(&self, updates: &[Update]) {
-        for update in updates {
-            let mut backoff = Duration::from_millis(100);
-            let mut attempt = update.clone();
-            loop {
-                match write(&self.pool, std::slice::from_ref(&attempt)).await {
-                    Ok(()) => break,
-                    Err(error)
-                        if tributary_consumer::failure::classify(&error)
-                            == tributary_consumer::Failure::BadInput =>
-                    {
-                        if attempt.result.is_none() && attempt.task.chord_id.is_none() {
-                            tracing::error!(task_id = %update.task.task_id, error = format!("{error:#}"), "a task's outcome cannot be stored; skipped");
-                            break;
-                        }
-                        tracing::warn!(task_id = %update.task.task_id, error = format!("{error:#}"), "a task's outcome was refused; storing it without its result");
-                        attempt = update.unstorable(&error);
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            error = format!("{error:#}"),
-                            ?backoff,
-                            "storing a task result failed; retrying"
-                        );
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
         }
     }
 }
@@ -302,7 +165,7 @@ impl Writer {
 /// state, or at a later attempt, is left as it is. A chord member reaching a
 /// final state is counted towards its chord, once; a chord whose members
 /// have all finished gets its callback enqueued in the same transaction.
-async fn write(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
+pub async fn store(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
     let n = updates.len();
     let mut ids = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
@@ -549,4 +412,38 @@ pub async fn start_latency(pool: &PgPool, latest: i64) -> anyhow::Result<StartLa
         p99: row.p99.unwrap_or_default(),
         max: row.max.unwrap_or_default(),
     })
+}
+
+/// Longest error kept in a result row and a dead letter's `error` header.
+pub const MAX_ERROR: usize = 2000;
+
+/// `error` as stored: at most [`MAX_ERROR`] bytes, without NUL characters
+/// (PostgreSQL text refuses them).
+pub fn bounded(mut error: String) -> String {
+    if error.contains('\0') {
+        error = error.replace('\0', "");
+    }
+    if error.len() > MAX_ERROR {
+        let mut end = MAX_ERROR;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+        error.push('…');
+    }
+    error
+}
+
+/// Lets a redriven task's row leave its final state (`failed`, `dead`), so
+/// the redriven attempt's outcome is recorded.
+pub async fn reopen(pool: &PgPool, task: &TaskHeaders) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE tasks.results SET state = 'retrying', attempts = least(attempts, $2), updated_at = now()
+         WHERE task_id = $1 AND state IN ('failed', 'dead')",
+        task.task_id,
+        task.attempt as i32,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -16,14 +16,14 @@
 pub mod catalog;
 mod customers;
 pub mod domain;
+mod error;
 pub mod idempotency;
 mod service;
 
 pub use catalog::ProductCatalog;
 pub use customers::{CustomerAccepted, Customers};
-pub use service::{
-    CommandError, Current, OrderAccepted, Orders, now_millis, order_exists, transition,
-};
+pub use error::CommandError;
+pub use service::{Current, OrderAccepted, Orders, now_millis, order_exists, transition};
 
 /// The command side's tables (`commands` schema).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -17,7 +17,7 @@
 pub mod avro;
 pub mod dead_letter;
 pub mod failure;
-mod offsets;
+pub mod offsets;
 mod runtime;
 
 use std::future::Future;

@@ -1,23 +1,43 @@
-//! Offsets stored beside the consumer's work (`consumer.offsets`).
+//! Offsets stored beside the consumer's work (`consumer.offsets`), owned
+//! here: the runtime's reads and writes, and what a projection rebuild
+//! needs to hand a replay's offsets over to the live consumer.
 
 use std::collections::HashMap;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 
 /// The stored next offset of every partition `consumer` has applied, by (topic, partition).
-pub(crate) async fn load(
-    pool: &PgPool,
+pub async fn load(
+    db: impl PgExecutor<'_>,
     consumer: &str,
 ) -> sqlx::Result<HashMap<(String, i32), i64>> {
-    let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT topic, partition, next_offset FROM consumer.offsets WHERE consumer = $1",
+        consumer
     )
-    .bind(consumer)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(topic, partition, next)| ((topic, partition), next))
+        .map(|row| ((row.topic, row.partition), row.next_offset))
+        .collect())
+}
+
+/// Locks every stored offset of `consumer` for this transaction (the live
+/// consumer's next batch waits) and returns them.
+pub async fn lock_all(
+    conn: &mut PgConnection,
+    consumer: &str,
+) -> sqlx::Result<Vec<(String, i32, i64)>> {
+    let rows = sqlx::query!(
+        "SELECT topic, partition, next_offset FROM consumer.offsets WHERE consumer = $1 FOR UPDATE",
+        consumer
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.topic, row.partition, row.next_offset))
         .collect())
 }
 
@@ -29,22 +49,22 @@ pub(crate) async fn lock(
     topic: &str,
     partition: i32,
 ) -> sqlx::Result<i64> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO consumer.offsets (consumer, topic, partition, next_offset)
          VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+        consumer,
+        topic,
+        partition,
     )
-    .bind(consumer)
-    .bind(topic)
-    .bind(partition)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT next_offset FROM consumer.offsets
          WHERE consumer = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+        consumer,
+        topic,
+        partition,
     )
-    .bind(consumer)
-    .bind(topic)
-    .bind(partition)
     .fetch_one(conn)
     .await
 }
@@ -58,16 +78,16 @@ pub(crate) async fn advance(
     next_offset: i64,
     last_event_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE consumer.offsets
          SET next_offset = $4, last_event_at = COALESCE($5, last_event_at), updated_at = now()
          WHERE consumer = $1 AND topic = $2 AND partition = $3",
+        consumer,
+        topic,
+        partition,
+        next_offset,
+        last_event_at,
     )
-    .bind(consumer)
-    .bind(topic)
-    .bind(partition)
-    .bind(next_offset)
-    .bind(last_event_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -75,12 +95,58 @@ pub(crate) async fn advance(
 
 /// The sum of `consumer`'s stored next offsets over `topic`: how many of its
 /// messages it has applied or skipped.
-pub async fn applied(pool: &PgPool, consumer: &str, topic: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(next_offset), 0)::bigint FROM consumer.offsets WHERE consumer = $1 AND topic = $2",
+pub async fn applied(db: impl PgExecutor<'_>, consumer: &str, topic: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(sum(next_offset), 0)::bigint AS "applied!"
+           FROM consumer.offsets WHERE consumer = $1 AND topic = $2"#,
+        consumer,
+        topic,
     )
-    .bind(consumer)
-    .bind(topic)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await
+}
+
+/// The sum of `consumer`'s stored next offsets over every topic.
+pub async fn applied_total(db: impl PgExecutor<'_>, consumer: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(sum(next_offset), 0)::bigint AS "applied!"
+           FROM consumer.offsets WHERE consumer = $1"#,
+        consumer
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Inside the caller's transaction: `to`'s offsets become `from`'s (row by
+/// row, upserted), and `from`'s are deleted. Returns the sum of the offsets
+/// handed over (messages applied or skipped).
+pub async fn hand_over(conn: &mut PgConnection, from: &str, to: &str) -> sqlx::Result<i64> {
+    sqlx::query!(
+        "INSERT INTO consumer.offsets (consumer, topic, partition, next_offset, last_event_at, updated_at)
+         SELECT $1, topic, partition, next_offset, last_event_at, now()
+         FROM consumer.offsets WHERE consumer = $2
+         ON CONFLICT (consumer, topic, partition) DO UPDATE SET
+             next_offset = excluded.next_offset,
+             last_event_at = excluded.last_event_at,
+             updated_at = now()",
+        to,
+        from,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_scalar!(
+        r#"WITH gone AS (DELETE FROM consumer.offsets WHERE consumer = $1 RETURNING next_offset)
+           SELECT COALESCE(sum(next_offset), 0)::bigint AS "applied!" FROM gone"#,
+        from
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Deletes every stored offset of `consumer`.
+pub async fn forget(conn: &mut PgConnection, consumer: &str) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM consumer.offsets WHERE consumer = $1", consumer)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -9,9 +9,9 @@
 //! so a crash re-delivers every job that had not finished.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::VecDeque,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -22,7 +22,7 @@ use chrono::Utc;
 use futures::FutureExt;
 use rand::Rng;
 use rdkafka::{
-    ClientConfig, Message, Offset, TopicPartitionList,
+    ClientConfig, Message,
     consumer::{CommitMode, Consumer as _, StreamConsumer},
     message::OwnedMessage,
 };
@@ -37,12 +37,21 @@ use tributary_consumer::DeadLetters;
 use tributary_registry::RegistryClient;
 use tributary_schemas::framing;
 
-use crate::{
+use tributary_tasks::{
     Enqueuer, Priority, TaskContext, TaskError, TaskSettings,
-    delay::Forwarder,
-    results::{State, Update, Updates, Writer},
+    results::{State, Update, bounded},
     wire::{self, TaskHeaders},
 };
+
+use crate::{
+    ack::{Ack, Offsets},
+    delay::Forwarder,
+    writer::{Updates, Writer},
+};
+
+mod ack;
+mod delay;
+mod writer;
 
 /// A feeder whose jobs wait for slots holds up to this many fetched messages.
 const HELD_HIGH: usize = 2048;
@@ -139,20 +148,6 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Where to acknowledge a job once its outcome is stored.
-#[derive(Debug)]
-pub(crate) struct Ack {
-    offsets: Arc<Offsets>,
-    partition: (String, i32),
-    offset: i64,
-}
-
-impl Ack {
-    pub(crate) fn acknowledge(self) {
-        self.offsets.acknowledge(self.partition, self.offset);
     }
 }
 
@@ -351,7 +346,10 @@ impl Worker {
                     max_attempts: task.max_attempts,
                     chord_id: task.chord_id,
                     callback_of: task.callback_of,
-                    runtime: Some((self.pool.clone(), self.enqueuer.clone())),
+                    runtime: Some(tributary_tasks::enqueue::runtime(
+                        self.pool.clone(),
+                        self.enqueuer.clone(),
+                    )),
                 };
                 let attempt = runner.run(ctx, writer.as_ref().map(|w| &w.schema), datum);
                 // A panicking task fails its attempt like an error would.
@@ -443,14 +441,7 @@ impl Worker {
     /// Lets a redriven task's row leave its final state, so the redriven
     /// attempt's outcome is recorded.
     async fn revive(&self, task: &TaskHeaders) {
-        let revived = sqlx::query(
-            "UPDATE tasks.results SET state = 'retrying', attempts = least(attempts, $2), updated_at = now()
-             WHERE task_id = $1 AND state IN ('failed', 'dead')",
-        )
-        .bind(task.task_id)
-        .bind(task.attempt as i32)
-        .execute(&self.pool)
-        .await;
+        let revived = tributary_tasks::results::reopen(&self.pool, task).await;
         if let Err(error) = revived {
             tracing::warn!(error = %error, task_id = %task.task_id, "could not reopen a redriven task's row");
         }
@@ -464,7 +455,7 @@ impl Worker {
         task: &TaskHeaders,
     ) -> Result<
         (
-            &Arc<dyn crate::definition::Runner>,
+            &Arc<dyn tributary_tasks::definition::Runner>,
             Option<Arc<tributary_registry::WriterSchema>>,
             &'m [u8],
         ),
@@ -534,26 +525,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned())
-}
-
-/// Longest error kept in a result row and a dead letter's `error` header.
-const MAX_ERROR: usize = 2000;
-
-/// `error` as stored: at most [`MAX_ERROR`] bytes, without NUL characters
-/// (PostgreSQL text refuses them).
-pub(crate) fn bounded(mut error: String) -> String {
-    if error.contains('\0') {
-        error = error.replace('\0', "");
-    }
-    if error.len() > MAX_ERROR {
-        let mut end = MAX_ERROR;
-        while !error.is_char_boundary(end) {
-            end -= 1;
-        }
-        error.truncate(end);
-        error.push('…');
-    }
-    error
 }
 
 /// The next job, from the highest queue that has one; `None` at shutdown.
@@ -653,77 +624,5 @@ fn pause(consumer: &StreamConsumer, pause: bool) {
     });
     if let Err(error) = result {
         tracing::warn!(error = %error, pause, "cannot pause or resume the task consumer");
-    }
-}
-
-/// Per partition: the offsets fetched and not yet acknowledged, and the
-/// next offset to fetch. Commits go up to the oldest unacknowledged one.
-#[derive(Debug, Default)]
-struct Offsets {
-    partitions: Mutex<HashMap<(String, i32), Partition>>,
-}
-
-#[derive(Debug, Default)]
-struct Partition {
-    /// Offsets fetched and not yet acknowledged, with how many copies (a
-    /// partition lost and assigned back is fetched again).
-    in_flight: BTreeMap<i64, usize>,
-    next: i64,
-    committed: i64,
-}
-
-impl Offsets {
-    fn fetched(&self, message: &OwnedMessage) {
-        let mut partitions = self.lock();
-        let partition = partitions
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_default();
-        *partition.in_flight.entry(message.offset()).or_default() += 1;
-        partition.next = partition.next.max(message.offset() + 1);
-    }
-
-    fn acknowledge(&self, partition: (String, i32), offset: i64) {
-        if let Some(partition) = self.lock().get_mut(&partition)
-            && let Some(copies) = partition.in_flight.get_mut(&offset)
-        {
-            *copies -= 1;
-            if *copies == 0 {
-                partition.in_flight.remove(&offset);
-            }
-        }
-    }
-
-    /// Commits each partition up to its oldest unacknowledged offset: what
-    /// moved since the last commit, or (`CommitMode::Sync`, when stopping)
-    /// every partition, in case an asynchronous commit failed.
-    fn commit(&self, consumer: &StreamConsumer, mode: CommitMode) {
-        let mut list = TopicPartitionList::new();
-        let every = matches!(mode, CommitMode::Sync);
-        for ((topic, partition), state) in self.lock().iter_mut() {
-            let upto = state
-                .in_flight
-                .first_key_value()
-                .map_or(state.next, |(offset, _)| *offset);
-            if upto > state.committed || (every && upto > 0) {
-                if let Err(error) =
-                    list.add_partition_offset(topic, *partition, Offset::Offset(upto))
-                {
-                    tracing::warn!(error = %error, "cannot list an offset to commit");
-                    continue;
-                }
-                state.committed = upto;
-            }
-        }
-        if list.count() > 0
-            && let Err(error) = consumer.commit(&list, mode)
-        {
-            tracing::debug!(error = %error, "committing task offsets failed");
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), Partition>> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }

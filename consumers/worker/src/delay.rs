@@ -25,7 +25,7 @@ use rdkafka::{
 use tokio_util::sync::CancellationToken;
 use tributary_consumer::DeadLetters;
 
-use crate::{
+use tributary_tasks::{
     Enqueuer,
     wire::{self, TaskHeaders},
 };
