@@ -75,10 +75,10 @@ impl Notifier {
                 }),
             ),
             OrderEvent::Shipped(shipped) => {
-                let customer: Option<Uuid> = sqlx::query_scalar(
+                let customer: Option<Uuid> = sqlx::query_scalar!(
                     "SELECT customer_id FROM notifier.order_customers WHERE order_id = $1",
+                    Uuid::parse_str(&shipped.order_id)?
                 )
-                .bind(Uuid::parse_str(&shipped.order_id)?)
                 .fetch_optional(&mut *conn)
                 .await?;
                 let Some(customer_id) = customer else {
@@ -155,24 +155,24 @@ impl Handler for Notifier {
             let mut tasks = Vec::new();
             match &event.kind {
                 EventKind::Customer(customer) => {
-                    sqlx::query(
-                        "INSERT INTO notifier.recipients (customer_id, email, name) VALUES ($1, $2, $3)
+                    sqlx::query!(
+        "INSERT INTO notifier.recipients (customer_id, email, name) VALUES ($1, $2, $3)
                          ON CONFLICT (customer_id) DO UPDATE
                          SET email = EXCLUDED.email, name = EXCLUDED.name, updated_at = now()",
-                    )
-                    .bind(Uuid::parse_str(&customer.customer_id)?)
-                    .bind(&customer.email)
-                    .bind(&customer.name)
+        Uuid::parse_str(&customer.customer_id)?,
+        &customer.email,
+        &customer.name
+    )
                     .execute(&mut *conn)
                     .await?;
                 }
                 EventKind::Order(OrderEvent::Placed(placed)) => {
-                    sqlx::query(
-                        "INSERT INTO notifier.order_customers (order_id, customer_id) VALUES ($1, $2)
+                    sqlx::query!(
+        "INSERT INTO notifier.order_customers (order_id, customer_id) VALUES ($1, $2)
                          ON CONFLICT (order_id) DO NOTHING",
-                    )
-                    .bind(Uuid::parse_str(&placed.order_id)?)
-                    .bind(Uuid::parse_str(&placed.customer_id)?)
+        Uuid::parse_str(&placed.order_id)?,
+        Uuid::parse_str(&placed.customer_id)?
+    )
                     .execute(&mut *conn)
                     .await?;
                 }

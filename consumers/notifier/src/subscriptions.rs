@@ -249,10 +249,12 @@ pub async fn rotate(
 /// Deletes a subscription; deliveries already enqueued for it are dropped
 /// when they run. Returns whether it existed.
 pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let deleted = sqlx::query("DELETE FROM notifier.subscriptions WHERE subscription_id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let deleted = sqlx::query!(
+        "DELETE FROM notifier.subscriptions WHERE subscription_id = $1",
+        id
+    )
+    .execute(pool)
+    .await?;
     Ok(deleted.rows_affected() == 1)
 }
 

@@ -170,21 +170,21 @@ impl Deltas {
                 refunds.push(d.refunds);
                 refunded.push(d.refunded_minor);
             }
-            sqlx::query(
-                "INSERT INTO daily_sales AS d (day, currency, orders, gross_minor, refunds, refunded_minor)
+            sqlx::query!(
+        "INSERT INTO daily_sales AS d (day, currency, orders, gross_minor, refunds, refunded_minor)
                  SELECT * FROM UNNEST($1::date[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::bigint[])
                  ON CONFLICT (day, currency) DO UPDATE SET
                      orders = d.orders + excluded.orders,
                      gross_minor = d.gross_minor + excluded.gross_minor,
                      refunds = d.refunds + excluded.refunds,
                      refunded_minor = d.refunded_minor + excluded.refunded_minor",
-            )
-            .bind(&days)
-            .bind(&currencies)
-            .bind(&orders)
-            .bind(&gross)
-            .bind(&refunds)
-            .bind(&refunded)
+        &days,
+        &currencies,
+        &orders,
+        &gross,
+        &refunds,
+        &refunded
+    )
             .execute(&mut *conn)
             .await?;
         }
@@ -208,8 +208,8 @@ impl Deltas {
                 first.push(p.first_sold_at);
                 last.push(p.last_sold_at);
             }
-            sqlx::query(
-                "INSERT INTO product_sales AS s (sku, currency, orders, units, revenue_minor, first_sold_at, last_sold_at)
+            sqlx::query!(
+        "INSERT INTO product_sales AS s (sku, currency, orders, units, revenue_minor, first_sold_at, last_sold_at)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[])
                  ON CONFLICT (sku, currency) DO UPDATE SET
                      orders = s.orders + excluded.orders,
@@ -217,14 +217,14 @@ impl Deltas {
                      revenue_minor = s.revenue_minor + excluded.revenue_minor,
                      first_sold_at = least(s.first_sold_at, excluded.first_sold_at),
                      last_sold_at = greatest(s.last_sold_at, excluded.last_sold_at)",
-            )
-            .bind(&skus)
-            .bind(&currencies)
-            .bind(&orders)
-            .bind(&units)
-            .bind(&revenue)
-            .bind(&first)
-            .bind(&last)
+        &skus,
+        &currencies,
+        &orders,
+        &units,
+        &revenue,
+        &first,
+        &last
+    )
             .execute(&mut *conn)
             .await?;
         }
@@ -259,8 +259,8 @@ impl Deltas {
         }
         // A customer's row is created by their first order; later deltas
         // without one only update it (first/last_order_at stay unless an order was placed).
-        sqlx::query(
-            "INSERT INTO customer_summary AS c
+        sqlx::query!(
+        "INSERT INTO customer_summary AS c
                  (customer_id, currency, orders, paid_orders, cancelled_orders, paid_minor, refunded_minor,
                   first_order_at, last_order_at)
              SELECT u.customer_id, u.currency, u.orders, u.paid_orders, u.cancelled_orders, u.paid_minor,
@@ -279,16 +279,16 @@ impl Deltas {
                      THEN least(c.first_order_at, excluded.first_order_at) ELSE c.first_order_at END,
                  last_order_at = CASE WHEN excluded.orders > 0
                      THEN greatest(c.last_order_at, excluded.last_order_at) ELSE c.last_order_at END",
-        )
-        .bind(&ids)
-        .bind(&currencies)
-        .bind(&orders)
-        .bind(&paid)
-        .bind(&cancelled)
-        .bind(&paid_minor)
-        .bind(&refunded_minor)
-        .bind(&first)
-        .bind(&last)
+        &ids,
+        &currencies as &[&str],
+        &orders,
+        &paid,
+        &cancelled,
+        &paid_minor,
+        &refunded_minor,
+        &first as &[Option<DateTime<Utc>>],
+        &last as &[Option<DateTime<Utc>>]
+    )
         .execute(conn)
         .await?;
         Ok(())

@@ -113,9 +113,8 @@ pub async fn project(
     schema: &str,
     events: &[OrderEvent],
 ) -> anyhow::Result<()> {
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(schema)
-        .execute(&mut *conn)
+    sqlx::query!("SELECT set_config('search_path', $1, true)", schema)
+        .fetch_one(&mut *conn)
         .await?;
     let mut deltas = aggregates::Deltas::default();
     orders::apply(&mut *conn, events, &mut deltas).await?;

@@ -9,7 +9,11 @@
 //! changed, which becomes the [`Deltas`] of the aggregate read models.
 //!
 //! Table names are unqualified: the batch's `search_path` picks the schema
-//! (`read_model`, or a rebuild's own).
+//! (`read_model`, or a rebuild's own, whose tables are created `LIKE` the
+//! live ones). The statements are in `orders/*.sql`, checked at compile
+//! time: the database `.ci/sqlx` prepares against has `read_model` on its
+//! search_path, so the macros resolve the names to the live tables, whose
+//! columns every rebuild's copy has too.
 
 use std::collections::HashMap;
 
@@ -73,109 +77,6 @@ fn uuid(text: &str) -> anyhow::Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| BadInput(format!("{text:?} is not a UUID")).into())
 }
 
-const PLACED: &str = "
-WITH placed AS (
-    INSERT INTO orders
-        (order_id, customer_id, status, currency, total_minor, line_count, item_count, placed_at, updated_at, channel)
-    SELECT u.order_id, u.customer_id, 'placed', u.currency, u.total_minor, u.line_count, u.item_count, u.at, u.at,
-           u.channel
-    FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::timestamptz[],
-                $13::text[])
-        AS u(order_id, customer_id, currency, total_minor, line_count, item_count, at, channel)
-    ON CONFLICT (order_id) DO NOTHING
-    RETURNING order_id, customer_id, currency, total_minor, placed_at
-), lines AS (
-    INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_minor, currency)
-    SELECT l.order_id, l.line_no, l.sku, l.quantity, l.unit_price_minor, p.currency
-    FROM UNNEST($8::uuid[], $9::int[], $10::text[], $11::int[], $12::bigint[])
-        AS l(order_id, line_no, sku, quantity, unit_price_minor)
-    JOIN placed p USING (order_id)
-    ON CONFLICT DO NOTHING
-), timeline AS (
-    INSERT INTO order_timeline (order_id, event_type, occurred_at, amount_minor, currency)
-    SELECT order_id, 'OrderPlaced', placed_at, total_minor, currency FROM placed
-    ON CONFLICT DO NOTHING
-)
-SELECT customer_id, currency, placed_at FROM placed";
-
-const CANCELLED: &str = "
-WITH cancelled AS (
-    UPDATE orders o SET status = 'cancelled', cancelled_at = u.at, updated_at = u.at
-    FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS u(order_id, at, reason)
-    WHERE o.order_id = u.order_id AND o.status = 'placed'
-    RETURNING o.order_id, o.customer_id, o.currency, u.at, u.reason
-), timeline AS (
-    INSERT INTO order_timeline (order_id, event_type, occurred_at, reference)
-    SELECT order_id, 'OrderCancelled', at, reason FROM cancelled
-    ON CONFLICT DO NOTHING
-)
-SELECT customer_id, currency FROM cancelled";
-
-/// Returns one row per line of each order that became paid.
-const PAID: &str = "
-WITH paid AS (
-    UPDATE orders o SET status = 'paid', paid_at = u.at, updated_at = u.at
-    FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[]) AS u(order_id, at, payment_id, amount)
-    WHERE o.order_id = u.order_id AND o.status = 'placed'
-    RETURNING o.order_id, o.customer_id, o.currency, u.at, u.payment_id, u.amount
-), timeline AS (
-    INSERT INTO order_timeline (order_id, event_type, occurred_at, reference, amount_minor, currency)
-    SELECT order_id, 'OrderPaid', at, payment_id, amount, currency FROM paid
-    ON CONFLICT DO NOTHING
-), fulfilment AS (
-    INSERT INTO fulfilment (order_id, customer_id, paid_at)
-    SELECT order_id, customer_id, at FROM paid
-    ON CONFLICT DO NOTHING
-)
-SELECT p.order_id, p.customer_id, p.currency, p.at, p.amount, l.sku, l.quantity, l.unit_price_minor
-FROM paid p LEFT JOIN order_lines l USING (order_id)
-ORDER BY p.order_id, l.line_no";
-
-const SHIPPED: &str = "
-WITH shipped AS (
-    UPDATE orders o SET status = 'shipped', shipped_at = u.at, updated_at = u.at
-    FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS u(order_id, at, shipment_id, carrier)
-    WHERE o.order_id = u.order_id AND o.status = 'paid'
-    RETURNING o.order_id, u.at, u.shipment_id, u.carrier
-), timeline AS (
-    INSERT INTO order_timeline (order_id, event_type, occurred_at, reference)
-    SELECT order_id, 'OrderShipped', at, shipment_id FROM shipped
-    ON CONFLICT DO NOTHING
-)
-UPDATE fulfilment f
-SET shipped_at = s.at, shipment_id = s.shipment_id, carrier = s.carrier,
-    paid_to_shipped_seconds = extract(epoch FROM s.at - f.paid_at)
-FROM shipped s WHERE f.order_id = s.order_id";
-
-const DELIVERED: &str = "
-WITH delivered AS (
-    UPDATE orders o SET status = 'delivered', delivered_at = u.at, updated_at = u.at
-    FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS u(order_id, at, shipment_id)
-    WHERE o.order_id = u.order_id AND o.status = 'shipped'
-    RETURNING o.order_id, u.at, u.shipment_id
-), timeline AS (
-    INSERT INTO order_timeline (order_id, event_type, occurred_at, reference)
-    SELECT order_id, 'OrderDelivered', at, shipment_id FROM delivered
-    ON CONFLICT DO NOTHING
-)
-UPDATE fulfilment f
-SET delivered_at = d.at, shipped_to_delivered_seconds = extract(epoch FROM d.at - f.shipped_at)
-FROM delivered d WHERE f.order_id = d.order_id";
-
-const REFUNDED: &str = "
-WITH refunded AS (
-    UPDATE orders o
-    SET status = 'refunded', refunded_minor = o.refunded_minor + u.amount, refunded_at = u.at, updated_at = u.at
-    FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::bigint[]) AS u(order_id, at, refund_id, amount)
-    WHERE o.order_id = u.order_id AND o.status IN ('paid', 'shipped', 'delivered')
-    RETURNING o.order_id, o.customer_id, o.currency, u.at, u.refund_id, u.amount
-), timeline AS (
-    INSERT INTO order_timeline (order_id, event_type, occurred_at, reference, amount_minor, currency)
-    SELECT order_id, 'OrderRefunded', at, refund_id, amount, currency FROM refunded
-    ON CONFLICT DO NOTHING
-)
-SELECT customer_id, currency, at, amount FROM refunded";
-
 /// Columns of one run, one vector per statement parameter.
 #[derive(Default)]
 struct Columns {
@@ -234,74 +135,62 @@ async fn apply_run(
     match run[0] {
         OrderEvent::Placed(_) => unreachable!("handled above"),
         OrderEvent::Cancelled(_) => {
-            let rows: Vec<(Uuid, String)> = sqlx::query_as(CANCELLED)
-                .bind(&c.ids)
-                .bind(&c.at)
-                .bind(&c.text)
+            let rows = sqlx::query_file!("src/orders/cancelled.sql", &c.ids, &c.at, &c.text)
                 .fetch_all(conn)
                 .await?;
-            for (customer_id, currency) in rows {
-                deltas.customer(customer_id, currency).cancelled_orders += 1;
+            for row in rows {
+                deltas
+                    .customer(row.customer_id, row.currency)
+                    .cancelled_orders += 1;
             }
         }
         OrderEvent::Paid(_) => {
-            type PaidLine = (
-                Uuid,
-                Uuid,
-                String,
-                DateTime<Utc>,
-                i64,
-                Option<String>,
-                Option<i32>,
-                Option<i64>,
-            );
-            let rows: Vec<PaidLine> = sqlx::query_as(PAID)
-                .bind(&c.ids)
-                .bind(&c.at)
-                .bind(&c.text)
-                .bind(&c.amounts)
+            let rows = sqlx::query_file!("src/orders/paid.sql", &c.ids, &c.at, &c.text, &c.amounts)
                 .fetch_all(conn)
                 .await?;
-            deltas.paid(rows.into_iter().map(
-                |(order_id, customer_id, currency, at, amount, sku, quantity, price)| {
-                    crate::aggregates::PaidLine {
-                        order_id,
-                        customer_id,
-                        currency,
-                        at,
-                        amount,
-                        line: sku.zip(quantity).zip(price).map(|((s, q), p)| (s, q, p)),
-                    }
-                },
-            ));
+            deltas.paid(rows.into_iter().map(|row| {
+                crate::aggregates::PaidLine {
+                    order_id: row.order_id,
+                    customer_id: row.customer_id,
+                    currency: row.currency,
+                    at: row.at,
+                    amount: row.amount,
+                    line: row
+                        .sku
+                        .zip(row.quantity)
+                        .zip(row.unit_price_minor)
+                        .map(|((s, q), p)| (s, q, p)),
+                }
+            }));
         }
         OrderEvent::Shipped(_) => {
-            sqlx::query(SHIPPED)
-                .bind(&c.ids)
-                .bind(&c.at)
-                .bind(&c.text)
-                .bind(&c.more_text)
-                .execute(conn)
-                .await?;
+            sqlx::query_file!(
+                "src/orders/shipped.sql",
+                &c.ids,
+                &c.at,
+                &c.text,
+                &c.more_text
+            )
+            .execute(conn)
+            .await?;
         }
         OrderEvent::Delivered(_) => {
-            sqlx::query(DELIVERED)
-                .bind(&c.ids)
-                .bind(&c.at)
-                .bind(&c.text)
+            sqlx::query_file!("src/orders/delivered.sql", &c.ids, &c.at, &c.text)
                 .execute(conn)
                 .await?;
         }
         OrderEvent::Refunded(_) => {
-            let rows: Vec<(Uuid, String, DateTime<Utc>, i64)> = sqlx::query_as(REFUNDED)
-                .bind(&c.ids)
-                .bind(&c.at)
-                .bind(&c.text)
-                .bind(&c.amounts)
-                .fetch_all(conn)
-                .await?;
-            for (customer_id, currency, at, amount) in rows {
-                deltas.refunded(customer_id, currency, at, amount);
+            let rows = sqlx::query_file!(
+                "src/orders/refunded.sql",
+                &c.ids,
+                &c.at,
+                &c.text,
+                &c.amounts
+            )
+            .fetch_all(conn)
+            .await?;
+            for row in rows {
+                deltas.refunded(row.customer_id, row.currency, row.at, row.amount);
             }
         }
     }
@@ -360,24 +249,26 @@ async fn apply_placed(
             prices.push(line.unit_price_minor);
         }
     }
-    let placed: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(PLACED)
-        .bind(&ids)
-        .bind(&customers)
-        .bind(&currencies)
-        .bind(&totals)
-        .bind(&line_counts)
-        .bind(&item_counts)
-        .bind(&at)
-        .bind(&line_orders)
-        .bind(&line_nos)
-        .bind(&skus)
-        .bind(&quantities)
-        .bind(&prices)
-        .bind(&channels)
-        .fetch_all(conn)
-        .await?;
-    for (customer_id, currency, placed_at) in placed {
-        deltas.placed(customer_id, currency, placed_at);
+    let placed = sqlx::query_file!(
+        "src/orders/placed.sql",
+        &ids,
+        &customers,
+        &currencies as &[&str],
+        &totals,
+        &line_counts,
+        &item_counts,
+        &at,
+        &line_orders,
+        &line_nos,
+        &skus as &[&str],
+        &quantities,
+        &prices,
+        &channels as &[Option<&str>],
+    )
+    .fetch_all(conn)
+    .await?;
+    for row in placed {
+        deltas.placed(row.customer_id, row.currency, row.placed_at);
     }
     Ok(())
 }

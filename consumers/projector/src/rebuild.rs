@@ -73,12 +73,12 @@ impl Rebuild {
         }
 
         let mut tx = pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
+        let id: i64 = sqlx::query_scalar!(
             "INSERT INTO projection.rebuilds (projection, build_schema, target_messages)
              VALUES ($1, '', $2) RETURNING rebuild_id",
+            projection.name,
+            target_messages
         )
-        .bind(projection.name)
-        .bind(target_messages)
         .fetch_one(&mut *tx)
         .await
         .map_err(|error| match &error {
@@ -94,11 +94,13 @@ impl Rebuild {
             schema: format!("rebuild_{id}"),
             offsets_name: format!("{}@rebuild-{id}", projection.name),
         };
-        sqlx::query("UPDATE projection.rebuilds SET build_schema = $2 WHERE rebuild_id = $1")
-            .bind(id)
-            .bind(&rebuild.schema)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE projection.rebuilds SET build_schema = $2 WHERE rebuild_id = $1",
+            id,
+            &rebuild.schema
+        )
+        .execute(&mut *tx)
+        .await?;
         // Identifiers below are ours (a number and the projection's table
         // names), never input.
         ddl(&mut tx, format!("CREATE SCHEMA {}", rebuild.schema)).await?;
@@ -123,11 +125,11 @@ impl Rebuild {
 
     /// Records progress (which also shows the rebuild is alive).
     pub async fn report(&self, pool: &PgPool, applied: i64) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE projection.rebuilds SET applied_messages = $2, updated_at = now() WHERE rebuild_id = $1",
-        )
-        .bind(self.id)
-        .bind(applied)
+        sqlx::query!(
+        "UPDATE projection.rebuilds SET applied_messages = $2, updated_at = now() WHERE rebuild_id = $1",
+        self.id,
+        applied
+    )
         .execute(pool)
         .await?;
         Ok(())
@@ -148,7 +150,7 @@ impl Rebuild {
     {
         let live = self.projection.name;
         let mut tx = pool.begin().await?;
-        sqlx::query("SET LOCAL lock_timeout = '30s'")
+        sqlx::query!("SET LOCAL lock_timeout = '30s'")
             .execute(&mut *tx)
             .await?;
         let live_offsets = offsets::lock_all(&mut tx, live).await?;
@@ -202,13 +204,13 @@ impl Rebuild {
         let applied = offsets::hand_over(&mut tx, &self.offsets_name, live).await?;
         ddl(&mut tx, format!("DROP SCHEMA {retired} CASCADE")).await?;
         ddl(&mut tx, format!("DROP SCHEMA {}", self.schema)).await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE projection.rebuilds
              SET finished_at = now(), updated_at = now(), outcome = 'swapped', applied_messages = $2
              WHERE rebuild_id = $1",
+            self.id,
+            applied
         )
-        .bind(self.id)
-        .bind(applied)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -218,12 +220,12 @@ impl Rebuild {
     /// Gives the rebuild up: drops its tables and offsets, records why.
     pub async fn fail(&self, pool: &PgPool, reason: &str) -> anyhow::Result<()> {
         drop_build(pool, self.projection, self.id, &self.schema).await?;
-        sqlx::query(
+        sqlx::query!(
             "UPDATE projection.rebuilds SET finished_at = now(), updated_at = now(), outcome = $2
              WHERE rebuild_id = $1",
+            self.id,
+            format!("failed: {reason}")
         )
-        .bind(self.id)
-        .bind(format!("failed: {reason}"))
         .execute(pool)
         .await?;
         Ok(())
@@ -231,6 +233,10 @@ impl Rebuild {
 }
 
 /// Runs one DDL statement built from our own identifiers.
+///
+/// Dynamic SQL, not compile-checked: DDL names schemas and tables (a
+/// rebuild's own `rebuild_<id>`, `retired_<id>`), which cannot be bound
+/// parameters; the names come from our constants and ids, never input.
 async fn ddl(tx: &mut Transaction<'_, Postgres>, statement: String) -> sqlx::Result<()> {
     sqlx::query(AssertSqlSafe(statement))
         .execute(&mut **tx)
@@ -247,8 +253,8 @@ async fn carry_over(
     table: &str,
 ) -> anyhow::Result<()> {
     // PostgreSQL quotes the identifiers (format's %I).
-    let statements: Vec<String> = sqlx::query_scalar(
-        "SELECT format('ALTER INDEX %I.%I RENAME TO %I', $3::text, n.relname, o.relname)
+    let statements: Vec<String> = sqlx::query_scalar!(
+        r#"SELECT format('ALTER INDEX %I.%I RENAME TO %I', $3::text, n.relname, o.relname) AS "statement!"
          FROM pg_index oi JOIN pg_class o ON o.oid = oi.indexrelid
          JOIN pg_index ni ON ni.indkey::text = oi.indkey::text
              AND ni.indisunique = oi.indisunique AND ni.indisprimary = oi.indisprimary
@@ -261,11 +267,11 @@ async fn carry_over(
          FROM information_schema.role_table_grants g
          JOIN pg_tables t ON t.schemaname = g.table_schema AND t.tablename = g.table_name
          WHERE g.table_schema = $1 AND g.table_name = $2
-           AND g.grantee <> t.tableowner AND g.grantee <> 'PUBLIC'",
+           AND g.grantee <> t.tableowner AND g.grantee <> 'PUBLIC'"#,
+        retired,
+        table,
+        READ_MODEL_SCHEMA
     )
-    .bind(retired)
-    .bind(table)
-    .bind(READ_MODEL_SCHEMA)
     .fetch_all(&mut **tx)
     .await?;
     for statement in statements {

@@ -72,7 +72,7 @@ async fn produce(
     let internal =
         |e: sqlx::Error| Problem::internal(&anyhow::Error::from(e).context("CSV export"));
     let mut tx = pool.begin().await.map_err(internal)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await
         .map_err(internal)?;

@@ -155,11 +155,13 @@ impl Scheduler {
         }
         if leading {
             // Let another scheduler take over at once.
-            sqlx::query("UPDATE tasks.scheduler_lease SET expires_at = now() WHERE holder = $1")
-                .bind(&self.holder)
-                .execute(&self.pool)
-                .await
-                .ok();
+            sqlx::query!(
+                "UPDATE tasks.scheduler_lease SET expires_at = now() WHERE holder = $1",
+                &self.holder
+            )
+            .execute(&self.pool)
+            .await
+            .ok();
         }
         Ok(())
     }
@@ -172,18 +174,18 @@ impl Scheduler {
             let next = cron
                 .find_next_occurrence(&now, false)
                 .with_context(|| format!("schedule {}: no next tick", schedule.name))?;
-            sqlx::query(
-                "INSERT INTO tasks.schedules (name, task, cron, next_fire_at) VALUES ($1, $2, $3, $4)
+            sqlx::query!(
+        "INSERT INTO tasks.schedules (name, task, cron, next_fire_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET task = EXCLUDED.task, cron = EXCLUDED.cron,
                      next_fire_at = CASE WHEN tasks.schedules.cron = EXCLUDED.cron
                                          THEN tasks.schedules.next_fire_at
                                          ELSE EXCLUDED.next_fire_at END,
                      updated_at = now()",
-            )
-            .bind(&schedule.name)
-            .bind(&schedule.task)
-            .bind(&schedule.cron)
-            .bind(next)
+        &schedule.name,
+        &schedule.task,
+        &schedule.cron,
+        next
+    )
             .execute(&self.pool)
             .await
             .context("recording a schedule")?;
@@ -193,12 +195,13 @@ impl Scheduler {
 
     /// Takes or renews the lease; whether this scheduler holds it.
     pub async fn lead(&self) -> anyhow::Result<bool> {
-        let held: Option<bool> = sqlx::query_scalar(
-            "UPDATE tasks.scheduler_lease SET holder = $1, expires_at = now() + $2
-             WHERE expires_at < now() OR holder = $1 RETURNING true",
+        let held: Option<bool> = sqlx::query_scalar!(
+            r#"UPDATE tasks.scheduler_lease SET holder = $1, expires_at = now() + $2
+               WHERE expires_at < now() OR holder = $1 RETURNING true AS "held!""#,
+            &self.holder,
+            // A std Duration binds as an interval; the macro expects PgInterval.
+            self.lease as _
         )
-        .bind(&self.holder)
-        .bind(self.lease)
         .fetch_optional(&self.pool)
         .await
         .context("taking the scheduler lease")?;
@@ -223,10 +226,10 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> anyhow::Result<Option<Fired>> {
         let mut tx = self.pool.begin().await?;
-        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar!(
             "SELECT next_fire_at FROM tasks.schedules WHERE name = $1 FOR UPDATE",
+            &schedule.name
         )
-        .bind(&schedule.name)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(next) = next.filter(|next| *next <= now) else {
@@ -260,17 +263,17 @@ impl Scheduler {
         } else {
             tracing::info!(schedule = %schedule.name, %tick, "missed tick skipped");
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE tasks.schedules SET next_fire_at = $2,
                  last_tick = CASE WHEN $3::uuid IS NULL THEN last_tick ELSE $4 END,
                  last_fired_at = CASE WHEN $3::uuid IS NULL THEN last_fired_at ELSE now() END,
                  last_task_id = COALESCE($3, last_task_id), updated_at = now()
              WHERE name = $1",
+            &schedule.name,
+            following,
+            task_id,
+            tick
         )
-        .bind(&schedule.name)
-        .bind(following)
-        .bind(task_id)
-        .bind(tick)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

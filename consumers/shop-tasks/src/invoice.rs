@@ -99,21 +99,21 @@ impl Task for IssueInvoice {
                 })
             })
             .collect();
-        sqlx::query(
-            "INSERT INTO shop_tasks.invoices
+        sqlx::query!(
+        "INSERT INTO shop_tasks.invoices
                  (order_id, invoice_number, customer_id, payment_id, currency, lines, total_minor, paid_minor, paid_at)
              VALUES ($1, 'INV-' || lpad(nextval('shop_tasks.invoice_numbers')::text, 8, '0'),
                      $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(order_id)
-        .bind(customer_id)
-        .bind(&args.payment_id)
-        .bind(&currency)
-        .bind(serde_json::Value::Array(lines))
-        .bind(total_minor)
-        .bind(args.amount_minor)
-        .bind(paid_at)
+        order_id,
+        customer_id,
+        &args.payment_id,
+        &currency,
+        serde_json::Value::Array(lines),
+        total_minor,
+        args.amount_minor,
+        paid_at
+    )
         .execute(&self.pool)
         .await
         .context("storing the invoice")?;
@@ -125,10 +125,10 @@ impl Task for IssueInvoice {
 }
 
 async fn invoice_number(pool: &PgPool, order_id: Uuid) -> anyhow::Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT invoice_number FROM shop_tasks.invoices WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        "SELECT invoice_number FROM shop_tasks.invoices WHERE order_id = $1",
+        order_id
     )
+    .fetch_optional(pool)
+    .await?)
 }

@@ -169,12 +169,12 @@ impl Task for RemindCustomer {
             )
             .await?;
         let reminded: Vec<Uuid> = orders.iter().map(|(id, ..)| *id).collect();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO shop_tasks.reminders (order_id, customer_id)
              SELECT unnest($1::uuid[]), $2 ON CONFLICT (order_id) DO NOTHING",
+            &reminded,
+            customer_id
         )
-        .bind(&reminded)
-        .bind(customer_id)
         .execute(&self.pool)
         .await
         .context("recording the reminders")?;

@@ -262,23 +262,23 @@ impl Enqueuer {
             members.push(self.outgoing(member.task, member.value, carried_only(&member.headers)));
         }
         let mut tx = pool.begin().await?;
-        let started: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO tasks.chords (chord_id, parent_task_id, total, callback_task_id, callback_name,
+        let started: Option<Uuid> = sqlx::query_scalar!(
+        "INSERT INTO tasks.chords (chord_id, parent_task_id, total, callback_task_id, callback_name,
                                        callback_priority, callback_max_attempts, callback_topic,
                                        callback_value, callback_headers)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (chord_id) DO NOTHING RETURNING chord_id",
-        )
-        .bind(chord_id)
-        .bind(parent)
-        .bind(members.len() as i32)
-        .bind(callback.task_id)
-        .bind(&callback.task.task)
-        .bind(callback.task.priority.as_str())
-        .bind(callback.task.max_attempts as i32)
-        .bind(&callback.topic)
-        .bind(&callback.value)
-        .bind(headers_json(&callback.headers))
+        chord_id,
+        parent,
+        members.len() as i32,
+        callback.task_id,
+        &callback.task.task,
+        callback.task.priority.as_str(),
+        callback.task.max_attempts as i32,
+        &callback.topic,
+        &callback.value,
+        headers_json(&callback.headers)
+    )
         .fetch_optional(&mut *tx)
         .await
         .context("recording the chord")?;

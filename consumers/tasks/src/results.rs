@@ -84,17 +84,17 @@ pub(crate) async fn insert_pending(
     conn: &mut PgConnection,
     task: &TaskHeaders,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tasks.results (task_id, name, priority, state, attempts, max_attempts, enqueued_at, due_at, chord_id)
          VALUES ($1, $2, $3, 'pending', 0, $4, $5, $6, $7)",
+        task.task_id,
+        &task.task,
+        task.priority.as_str(),
+        task.max_attempts as i32,
+        task.enqueued_at,
+        task.due_at,
+        task.chord_id
     )
-    .bind(task.task_id)
-    .bind(&task.task)
-    .bind(task.priority.as_str())
-    .bind(task.max_attempts as i32)
-    .bind(task.enqueued_at)
-    .bind(task.due_at)
-    .bind(task.chord_id)
     .execute(conn)
     .await
     .context("recording the pending task")?;
@@ -265,7 +265,7 @@ pub(crate) async fn complete_chords(
     // The callbacks go in through the outbox's own insert
     // (`commands.outbox_append`, the outbox crate's SQL interface), in the
     // statement that completes their chords.
-    sqlx::query(
+    sqlx::query!(
         "WITH completed AS (
              UPDATE tasks.chords SET completed_at = now()
              WHERE chord_id = ANY($1) AND completed_at IS NULL
@@ -279,9 +279,9 @@ pub(crate) async fn complete_chords(
          SELECT commands.outbox_append((callback_headers->>'event_id')::uuid, callback_topic,
                                        callback_task_id::text, callback_value, callback_headers)
          FROM completed",
+        chords
     )
-    .bind(chords)
-    .execute(conn)
+    .fetch_all(conn)
     .await
     .context("enqueueing chord callbacks")?;
     Ok(())

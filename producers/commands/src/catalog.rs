@@ -75,12 +75,12 @@ impl ProductCatalog {
     pub async fn add_missing(&self, products: &[(Sku, &str)]) -> sqlx::Result<u64> {
         let skus: Vec<&str> = products.iter().map(|(sku, _)| sku.as_str()).collect();
         let names: Vec<&str> = products.iter().map(|(_, name)| *name).collect();
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "INSERT INTO commands.products (sku, name) SELECT * FROM UNNEST($1::text[], $2::text[])
              ON CONFLICT (sku) DO NOTHING",
+            &skus as &[&str],
+            &names as &[&str]
         )
-        .bind(&skus)
-        .bind(&names)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -57,22 +57,22 @@ impl Customers {
         };
         let record = OutboxRecord::new(&self.registered, &event, causation)?;
         let done = idempotency::run(&self.pool, key, async move |tx: &mut PgConnection| {
-            let inserted = sqlx::query(
+            let inserted = sqlx::query!(
                 "INSERT INTO commands.customers (customer_id, email, name, registered_at)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (email) DO NOTHING",
+                customer_id,
+                &customer.email,
+                &customer.name,
+                now
             )
-            .bind(customer_id)
-            .bind(&customer.email)
-            .bind(&customer.name)
-            .bind(now)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if inserted == 0 {
-                let existing: Uuid = sqlx::query_scalar(
+                let existing: Uuid = sqlx::query_scalar!(
                     "SELECT customer_id FROM commands.customers WHERE email = $1",
+                    &customer.email
                 )
-                .bind(&customer.email)
                 .fetch_one(&mut *tx)
                 .await?;
                 return Err(CommandError::EmailTaken {

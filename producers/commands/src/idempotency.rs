@@ -88,11 +88,13 @@ where
     let value = command(&mut tx).await?;
     if let Some(key) = key {
         let response = serde_json::to_value(&value).map_err(anyhow::Error::from)?;
-        sqlx::query("UPDATE commands.idempotency_keys SET response = $2 WHERE key = $1")
-            .bind(&key.key)
-            .bind(response)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE commands.idempotency_keys SET response = $2 WHERE key = $1",
+            &key.key,
+            response
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(Done {
@@ -108,12 +110,12 @@ async fn claim<T: DeserializeOwned>(
     conn: &mut PgConnection,
     key: &IdempotencyKey,
 ) -> Result<Option<T>, CommandError> {
-    let claimed = sqlx::query(
+    let claimed = sqlx::query!(
         "INSERT INTO commands.idempotency_keys (key, request_hash) VALUES ($1, sha256($2))
          ON CONFLICT (key) DO NOTHING",
+        &key.key,
+        &key.request
     )
-    .bind(&key.key)
-    .bind(&key.request)
     .execute(&mut *conn)
     .await?
     .rows_affected()

@@ -251,10 +251,12 @@ pub async fn transition(
         total_minor,
     };
     check(&current)?;
-    sqlx::query("UPDATE commands.orders SET status = $2, version = version + 1, updated_at = $3 WHERE order_id = $1")
-        .bind(order_id)
-        .bind(wanted.as_str())
-        .bind(now)
+    sqlx::query!(
+        "UPDATE commands.orders SET status = $2, version = version + 1, updated_at = $3 WHERE order_id = $1",
+        order_id,
+        wanted.as_str(),
+        now
+    )
         .execute(&mut *conn)
         .await?;
     record.append(conn).await?;

@@ -78,8 +78,8 @@ pub async fn connect(
             .context("cannot create the database named in database.url")?;
     }
     let pool = settings.pool()?;
-    sqlx::query("SELECT 1")
-        .execute(&pool)
+    sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
+        .fetch_one(&pool)
         .await
         .context("cannot reach PostgreSQL at database.url")?;
     if settings.migrate {

@@ -254,8 +254,8 @@ pub fn postgres_ready(pool: sqlx::PgPool) -> ReadinessCheck {
     Arc::new(move || {
         let pool = pool.clone();
         Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(&pool)
+            sqlx::query_scalar!(r#"SELECT 1 AS "one!""#)
+                .fetch_one(&pool)
                 .await
                 .context("PostgreSQL does not answer")?;
             Ok(())

@@ -95,12 +95,14 @@ pub(crate) async fn register(
     candidate: &Candidate,
 ) -> anyhow::Result<Registration> {
     let mut tx = pool.begin().await.context("beginning a registration")?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .bind(LOCK_NAMESPACE)
-        .bind(subject)
-        .execute(&mut *tx)
-        .await
-        .context("locking the subject")?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        LOCK_NAMESPACE,
+        subject
+    )
+    .execute(&mut *tx)
+    .await
+    .context("locking the subject")?;
 
     let history = history(&mut tx, subject).await?;
     if let Some(existing) = history.iter().find(|v| v.schema == candidate.normalized) {
@@ -121,12 +123,12 @@ pub(crate) async fn register(
 
     let id = insert_schema(&mut tx, &candidate.normalized).await?;
     let version = history.last().map_or(1, |latest| latest.version + 1);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO registry_subject_versions (subject, version, schema_id) VALUES ($1, $2, $3)",
+        subject,
+        version,
+        id
     )
-    .bind(subject)
-    .bind(version)
-    .bind(id)
     .execute(&mut *tx)
     .await
     .context("inserting the subject version")?;
@@ -258,8 +260,10 @@ pub(crate) async fn lookup(
 
 /// Whether `subject` has any version.
 pub(crate) async fn subject_exists(pool: &PgPool, subject: &str) -> anyhow::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM registry_subject_versions WHERE subject = $1)")
-        .bind(subject)
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM registry_subject_versions WHERE subject = $1) AS "exists!""#,
+        subject
+    )
         .fetch_one(pool)
         .await
         .context("checking the subject")
@@ -267,7 +271,7 @@ pub(crate) async fn subject_exists(pool: &PgPool, subject: &str) -> anyhow::Resu
 
 /// Every subject, sorted.
 pub(crate) async fn subjects(pool: &PgPool) -> anyhow::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT DISTINCT subject FROM registry_subject_versions ORDER BY subject")
+    sqlx::query_scalar!("SELECT DISTINCT subject FROM registry_subject_versions ORDER BY subject")
         .fetch_all(pool)
         .await
         .context("listing subjects")
@@ -275,10 +279,10 @@ pub(crate) async fn subjects(pool: &PgPool) -> anyhow::Result<Vec<String>> {
 
 /// The version numbers of `subject`, ascending.
 pub(crate) async fn versions(pool: &PgPool, subject: &str) -> anyhow::Result<Vec<i32>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT version FROM registry_subject_versions WHERE subject = $1 ORDER BY version",
+        subject
     )
-    .bind(subject)
     .fetch_all(pool)
     .await
     .context("listing versions")
@@ -286,8 +290,7 @@ pub(crate) async fn versions(pool: &PgPool, subject: &str) -> anyhow::Result<Vec
 
 /// The schema text of an id.
 pub(crate) async fn schema(pool: &PgPool, id: i32) -> anyhow::Result<Option<String>> {
-    sqlx::query_scalar("SELECT schema FROM registry_schemas WHERE id = $1")
-        .bind(id)
+    sqlx::query_scalar!("SELECT schema FROM registry_schemas WHERE id = $1", id)
         .fetch_optional(pool)
         .await
         .context("reading a schema")
@@ -304,11 +307,11 @@ pub(crate) async fn usages(pool: &PgPool, id: i32) -> anyhow::Result<Vec<(String
 
 /// The level that applies to `subject`: its own, else the global one, else the default.
 pub(crate) async fn level(conn: &mut PgConnection, subject: &str) -> anyhow::Result<Level> {
-    let configured: Option<String> = sqlx::query_scalar(
+    let configured: Option<String> = sqlx::query_scalar!(
         "SELECT compatibility FROM registry_config WHERE subject IN ($1, $2) ORDER BY subject DESC LIMIT 1",
+        subject,
+        GLOBAL
     )
-    .bind(subject)
-    .bind(GLOBAL)
     .fetch_optional(&mut *conn)
     .await
     .context("reading the compatibility level")?;
@@ -323,12 +326,13 @@ pub(crate) async fn level_in(pool: &PgPool, subject: &str) -> anyhow::Result<Lev
 
 /// The level configured for `subject` (or globally, for `None`), if any.
 pub(crate) async fn config(pool: &PgPool, subject: Option<&str>) -> anyhow::Result<Option<Level>> {
-    let configured =
-        sqlx::query_scalar("SELECT compatibility FROM registry_config WHERE subject = $1")
-            .bind(subject.unwrap_or(GLOBAL))
-            .fetch_optional(pool)
-            .await
-            .context("reading the compatibility level")?;
+    let configured = sqlx::query_scalar!(
+        "SELECT compatibility FROM registry_config WHERE subject = $1",
+        subject.unwrap_or(GLOBAL)
+    )
+    .fetch_optional(pool)
+    .await
+    .context("reading the compatibility level")?;
     to_level(configured)
 }
 
@@ -338,12 +342,12 @@ pub(crate) async fn set_config(
     subject: Option<&str>,
     level: Level,
 ) -> anyhow::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO registry_config (subject, compatibility) VALUES ($1, $2) \
          ON CONFLICT (subject) DO UPDATE SET compatibility = EXCLUDED.compatibility, updated_at = now()",
+        subject.unwrap_or(GLOBAL),
+        level.as_str()
     )
-    .bind(subject.unwrap_or(GLOBAL))
-    .bind(level.as_str())
     .execute(pool)
     .await
     .context("setting the compatibility level")?;
@@ -352,10 +356,10 @@ pub(crate) async fn set_config(
 
 /// Removes the level of `subject`, returning it if there was one.
 pub(crate) async fn delete_config(pool: &PgPool, subject: &str) -> anyhow::Result<Option<Level>> {
-    let deleted = sqlx::query_scalar(
+    let deleted = sqlx::query_scalar!(
         "DELETE FROM registry_config WHERE subject = $1 RETURNING compatibility",
+        subject
     )
-    .bind(subject)
     .fetch_optional(pool)
     .await
     .context("deleting the compatibility level")?;
