@@ -148,9 +148,12 @@ impl Handler for Notifier {
         events: Vec<Envelope<ShopEvent>>,
     ) -> anyhow::Result<()> {
         let subscriptions: Vec<(Uuid, Vec<String>)> =
-            sqlx::query_as("SELECT subscription_id, event_types FROM notifier.subscriptions")
+            sqlx::query!("SELECT subscription_id, event_types FROM notifier.subscriptions")
                 .fetch_all(&mut *conn)
-                .await?;
+                .await?
+                .into_iter()
+                .map(|r| (r.subscription_id, r.event_types))
+                .collect();
         for Envelope { event, .. } in events {
             let mut tasks = Vec::new();
             match &event.kind {

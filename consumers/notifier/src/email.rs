@@ -209,13 +209,14 @@ impl Task for SendEmail {
             (None, Some(customer)) => {
                 let customer = Uuid::parse_str(customer)
                     .map_err(|e| permanent(anyhow!("to_customer: {e}")))?;
-                let address: Option<(String, String)> = sqlx::query_as(
+                let address: Option<(String, String)> = sqlx::query!(
                     "SELECT email, name FROM notifier.recipients WHERE customer_id = $1",
+                    customer
                 )
-                .bind(customer)
                 .fetch_optional(&self.pool)
                 .await
-                .context("reading the recipient")?;
+                .context("reading the recipient")?
+                .map(|r| (r.email, r.name));
                 // The customer's registration travels on another topic and
                 // may not have been read yet: retry.
                 let (email, name) = address.ok_or_else(|| {

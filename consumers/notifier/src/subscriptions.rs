@@ -18,14 +18,6 @@ pub const DEFAULT_OVERLAP_SECONDS: u32 = 24 * 60 * 60;
 /// Longest a rotated-out secret may sign on.
 pub const MAX_OVERLAP_SECONDS: u32 = 7 * 24 * 60 * 60;
 
-/// The columns of a [`Subscription`], for `concat!` into static SQL.
-macro_rules! columns {
-    () => {
-        "subscription_id, url, event_types, description, created_at, \
-         secret_rotated_at, previous_secret_expires_at"
-    };
-}
-
 /// A subscription as stored (its secret is shown once, when it is created).
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Subscription {
@@ -181,16 +173,18 @@ pub async fn create(pool: &PgPool, new: &NewSubscription) -> sqlx::Result<(Subsc
     let mut event_types = new.event_types.clone();
     event_types.sort();
     event_types.dedup();
-    let subscription = sqlx::query_as(concat!(
+    let subscription = sqlx::query_as!(
+        Subscription,
         "INSERT INTO notifier.subscriptions (subscription_id, url, event_types, secret, description)
-         VALUES ($1, $2, $3, $4, $5) RETURNING ",
-        columns!()
-    ))
-    .bind(Uuid::now_v7())
-    .bind(&new.url)
-    .bind(&event_types)
-    .bind(&secret)
-    .bind(&new.description)
+         VALUES ($1, $2, $3, $4, $5)
+         RETURNING subscription_id, url, event_types, description, created_at,
+                   secret_rotated_at, previous_secret_expires_at",
+        Uuid::now_v7(),
+        new.url,
+        &event_types,
+        secret,
+        new.description,
+    )
     .fetch_one(pool)
     .await?;
     Ok((subscription, secret))
@@ -198,23 +192,25 @@ pub async fn create(pool: &PgPool, new: &NewSubscription) -> sqlx::Result<(Subsc
 
 /// Every subscription, oldest first.
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Subscription>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM notifier.subscriptions ORDER BY subscription_id"
-    ))
+    sqlx::query_as!(
+        Subscription,
+        "SELECT subscription_id, url, event_types, description, created_at,
+                secret_rotated_at, previous_secret_expires_at
+         FROM notifier.subscriptions ORDER BY subscription_id"
+    )
     .fetch_all(db)
     .await
 }
 
 /// One subscription.
 pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Subscription>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM notifier.subscriptions WHERE subscription_id = $1"
-    ))
-    .bind(id)
+    sqlx::query_as!(
+        Subscription,
+        "SELECT subscription_id, url, event_types, description, created_at,
+                secret_rotated_at, previous_secret_expires_at
+         FROM notifier.subscriptions WHERE subscription_id = $1",
+        id
+    )
     .fetch_optional(pool)
     .await
 }
@@ -229,18 +225,20 @@ pub async fn rotate(
     rotation: &Rotation,
 ) -> sqlx::Result<Option<(Subscription, String)>> {
     let secret = rotation.secret.clone().unwrap_or_else(generated_secret);
-    let rotated: Option<Subscription> = sqlx::query_as(concat!(
+    let rotated: Option<Subscription> = sqlx::query_as!(
+        Subscription,
         "UPDATE notifier.subscriptions
-         SET previous_secret = CASE WHEN $3 > 0 THEN secret END,
+         SET previous_secret = CASE WHEN $3::float8 > 0 THEN secret END,
              previous_secret_expires_at = CASE WHEN $3 > 0 THEN now() + make_interval(secs => $3) END,
              secret = $2,
              secret_rotated_at = now()
-         WHERE subscription_id = $1 RETURNING ",
-        columns!()
-    ))
-    .bind(id)
-    .bind(&secret)
-    .bind(f64::from(rotation.overlap()))
+         WHERE subscription_id = $1
+         RETURNING subscription_id, url, event_types, description, created_at,
+                   secret_rotated_at, previous_secret_expires_at",
+        id,
+        secret,
+        f64::from(rotation.overlap()),
+    )
     .fetch_optional(pool)
     .await?;
     Ok(rotated.map(|subscription| (subscription, secret)))

@@ -229,15 +229,16 @@ impl Task for DeliverWebhook {
         {
             return Ok(json!({"already_delivered": true}));
         }
-        let target: Option<(String, String, Option<String>)> = sqlx::query_as(
+        let target: Option<(String, String, Option<String>)> = sqlx::query!(
             "SELECT url, secret,
-                    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END
+                    CASE WHEN previous_secret_expires_at > now() THEN previous_secret END AS previous
              FROM notifier.subscriptions WHERE subscription_id = $1",
+            subscription_id
         )
-        .bind(subscription_id)
         .fetch_optional(&self.pool)
         .await
-        .context("reading the subscription")?;
+        .context("reading the subscription")?
+        .map(|r| (r.url, r.secret, r.previous));
         let Some((url, secret, previous)) = target else {
             return Ok(json!({"skipped": "the subscription was deleted"}));
         };

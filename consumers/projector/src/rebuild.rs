@@ -57,17 +57,20 @@ impl Rebuild {
         projection: &'static Projection,
         target_messages: i64,
     ) -> anyhow::Result<Self> {
-        let abandoned: Vec<(i64, String)> = sqlx::query_as(
+        let abandoned = sqlx::query!(
             "UPDATE projection.rebuilds
              SET finished_at = now(), outcome = 'failed: abandoned (no progress reported)'
              WHERE projection = $1 AND finished_at IS NULL AND updated_at < now() - $2::interval
              RETURNING rebuild_id, build_schema",
+            projection.name,
+            format!("{} seconds", ABANDONED_AFTER.as_secs()) as _,
         )
-        .bind(projection.name)
-        .bind(format!("{} seconds", ABANDONED_AFTER.as_secs()))
         .fetch_all(pool)
         .await?;
-        for (id, schema) in abandoned {
+        for (id, schema) in abandoned
+            .into_iter()
+            .map(|r| (r.rebuild_id, r.build_schema))
+        {
             tracing::warn!(id, %schema, "cleaning up an abandoned rebuild");
             drop_build(pool, projection, id, &schema).await?;
         }

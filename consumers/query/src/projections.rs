@@ -168,7 +168,7 @@ struct Freshness {
 }
 
 /// A rebuild in progress (`projection.rebuilds`).
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 struct Rebuild {
     rebuild_id: i64,
     started_at: DateTime<Utc>,
@@ -176,7 +176,6 @@ struct Rebuild {
     applied_messages: i64,
     target_messages: i64,
     /// `applied_messages / target_messages`, 0 to 1; `null` while the target is 0.
-    #[sqlx(skip)]
     progress: Option<f64>,
 }
 
@@ -270,18 +269,23 @@ struct Stored {
 async fn postgres_side(pool: &PgPool) -> anyhow::Result<Vec<Stored>> {
     let mut all = Vec::with_capacity(PROJECTIONS.len());
     for projection in PROJECTIONS {
-        let rows: Vec<(String, i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let rows: Vec<(String, i32, i64, Option<DateTime<Utc>>)> = sqlx::query!(
             "SELECT topic, partition, next_offset, last_event_at FROM consumer.offsets WHERE consumer = $1",
+            projection.name
         )
-        .bind(projection.name)
         .fetch_all(pool)
         .await
-        .context("reading consumer.offsets")?;
-        let mut rebuild: Option<Rebuild> = sqlx::query_as(
-            "SELECT rebuild_id, started_at, updated_at, applied_messages, target_messages
-             FROM projection.rebuilds WHERE projection = $1 AND finished_at IS NULL",
+        .context("reading consumer.offsets")?
+        .into_iter()
+        .map(|r| (r.topic, r.partition, r.next_offset, r.last_event_at))
+        .collect();
+        let mut rebuild: Option<Rebuild> = sqlx::query_as!(
+            Rebuild,
+            r#"SELECT rebuild_id, started_at, updated_at, applied_messages, target_messages,
+                      NULL::float8 AS progress
+               FROM projection.rebuilds WHERE projection = $1 AND finished_at IS NULL"#,
+            projection.name
         )
-        .bind(projection.name)
         .fetch_optional(pool)
         .await
         .context("reading projection.rebuilds")?;

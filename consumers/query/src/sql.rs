@@ -1,6 +1,12 @@
 //! SQL for a list request. Identifiers come only from the descriptors in
 //! [`crate::model`] (static, checked by a test to be plain identifiers);
 //! every value a client sent is a bound parameter.
+//!
+//! Dynamic SQL, built with `QueryBuilder` rather than checked by sqlx's
+//! macros: which filters, which sort column and which keyset cursor a
+//! request uses is only known at run time, and each combination is a
+//! different statement (the macros check fixed statements only). The
+//! query API's other statements are static and compile-checked.
 
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Row as _, postgres::PgRow};

@@ -62,7 +62,8 @@ pub struct ScheduleRow {
 
 /// Every schedule's row, by name.
 pub async fn list(pool: &PgPool) -> anyhow::Result<Vec<ScheduleRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        ScheduleRow,
         "SELECT name, task, cron, next_fire_at, last_tick, last_fired_at, last_task_id
          FROM tasks.schedules ORDER BY name",
     )

@@ -68,26 +68,30 @@ impl Task for IssueInvoice {
         if let Some(number) = invoice_number(&self.pool, order_id).await? {
             return Ok(json!({"invoice_number": number, "already_issued": true}));
         }
-        let order: Option<(Uuid, String, i64)> = sqlx::query_as(
+        let order: Option<(Uuid, String, i64)> = sqlx::query!(
             "SELECT customer_id, currency, total_minor FROM read_model.orders WHERE order_id = $1",
+            order_id
         )
-        .bind(order_id)
         .fetch_optional(&self.pool)
         .await
-        .context("reading the order")?;
+        .context("reading the order")?
+        .map(|r| (r.customer_id, r.currency, r.total_minor));
         // The payment and the order's placement are read by two consumers:
         // the projector may not have caught up yet.
         let (customer_id, currency, total_minor) = order.ok_or_else(|| {
             TaskError::Retry(anyhow!("order {order_id} is not in the read model yet"))
         })?;
-        let lines: Vec<(String, i32, i64)> = sqlx::query_as(
+        let lines: Vec<(String, i32, i64)> = sqlx::query!(
             "SELECT sku, quantity, unit_price_minor FROM read_model.order_lines
              WHERE order_id = $1 ORDER BY line_no",
+            order_id
         )
-        .bind(order_id)
         .fetch_all(&self.pool)
         .await
-        .context("reading the order's lines")?;
+        .context("reading the order's lines")?
+        .into_iter()
+        .map(|r| (r.sku, r.quantity, r.unit_price_minor))
+        .collect();
         let lines: Vec<serde_json::Value> = lines
             .into_iter()
             .map(|(sku, quantity, unit_price_minor)| {

@@ -49,21 +49,24 @@ impl Task for UnpaidReminders {
                 "older_than_hours must not be negative"
             )));
         }
-        let customers: Vec<(Uuid, Vec<Uuid>)> = sqlx::query_as(
-            "SELECT o.customer_id, array_agg(o.order_id ORDER BY o.placed_at)
+        let customers: Vec<(Uuid, Vec<Uuid>)> = sqlx::query!(
+            r#"SELECT o.customer_id, array_agg(o.order_id ORDER BY o.placed_at) AS "order_ids!"
              FROM read_model.orders o
              WHERE o.status = 'placed'
                AND o.placed_at < now() - make_interval(hours => $1)
                AND NOT EXISTS (SELECT 1 FROM shop_tasks.reminders r WHERE r.order_id = o.order_id)
              GROUP BY o.customer_id
              ORDER BY o.customer_id
-             LIMIT $2",
+             LIMIT $2"#,
+            args.older_than_hours,
+            MAX_CUSTOMERS,
         )
-        .bind(args.older_than_hours)
-        .bind(MAX_CUSTOMERS)
         .fetch_all(&self.pool)
         .await
-        .context("finding unpaid orders")?;
+        .context("finding unpaid orders")?
+        .into_iter()
+        .map(|r| (r.customer_id, r.order_ids))
+        .collect();
         if customers.is_empty() {
             return Ok(json!({"customers": 0}));
         }
@@ -126,16 +129,19 @@ impl Task for RemindCustomer {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TaskError::Permanent(anyhow!("order_ids: {e}")))?;
         // Paid or cancelled since the fan-out: no longer worth a reminder.
-        let orders: Vec<(Uuid, i64, String, DateTime<Utc>)> = sqlx::query_as(
+        let orders: Vec<(Uuid, i64, String, DateTime<Utc>)> = sqlx::query!(
             "SELECT order_id, total_minor, currency, placed_at FROM read_model.orders
              WHERE order_id = ANY($1) AND customer_id = $2 AND status = 'placed'
              ORDER BY placed_at",
+            &order_ids,
+            customer_id,
         )
-        .bind(&order_ids)
-        .bind(customer_id)
         .fetch_all(&self.pool)
         .await
-        .context("reading the orders")?;
+        .context("reading the orders")?
+        .into_iter()
+        .map(|r| (r.order_id, r.total_minor, r.currency, r.placed_at))
+        .collect();
         if orders.is_empty() {
             return Ok(json!({"reminded": 0}));
         }

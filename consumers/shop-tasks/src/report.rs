@@ -53,14 +53,27 @@ impl Task for DailyReport {
                 .pred_opt()
                 .expect("a day before today"),
         };
-        let rows: Vec<(String, i32, i64, i32, i64, i64)> = sqlx::query_as(
-            "SELECT currency::text, orders, gross_minor, refunds, refunded_minor, net_minor
-             FROM read_model.daily_sales WHERE day = $1 ORDER BY currency",
+        let rows: Vec<(String, i32, i64, i32, i64, i64)> = sqlx::query!(
+            r#"SELECT currency::text AS "currency!", orders, gross_minor, refunds, refunded_minor,
+                      net_minor AS "net_minor!"
+               FROM read_model.daily_sales WHERE day = $1 ORDER BY currency"#,
+            day
         )
-        .bind(day)
         .fetch_all(&self.pool)
         .await
-        .context("reading the day's sales")?;
+        .context("reading the day's sales")?
+        .into_iter()
+        .map(|r| {
+            (
+                r.currency,
+                r.orders,
+                r.gross_minor,
+                r.refunds,
+                r.refunded_minor,
+                r.net_minor,
+            )
+        })
+        .collect();
         let rows: Vec<serde_json::Value> = rows
             .into_iter()
             .map(|(currency, orders, gross_minor, refunds, refunded_minor, net_minor)| {

@@ -284,11 +284,13 @@ impl Enqueuer {
         .context("recording the chord")?;
         if started.is_none() {
             // A retried or re-delivered parent: its chord is under way.
-            let (total, callback_name): (i32, String) =
-                sqlx::query_as("SELECT total, callback_name FROM tasks.chords WHERE chord_id = $1")
-                    .bind(chord_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let row = sqlx::query!(
+                "SELECT total, callback_name FROM tasks.chords WHERE chord_id = $1",
+                chord_id
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let (total, callback_name) = (row.total, row.callback_name);
             anyhow::ensure!(
                 total as usize == members.len() && callback_name == callback.task.task,
                 "task {parent} already started a chord ({total} subtasks, then {callback_name}): one chord per task"

@@ -196,57 +196,28 @@ pub async fn store(pool: &PgPool, updates: &[Update]) -> anyhow::Result<()> {
         chords.push(update.task.chord_id);
     }
     let mut tx = pool.begin().await?;
-    let counted: Vec<(Uuid, bool)> = sqlx::query_as(
-        "WITH upserted AS (
-             INSERT INTO tasks.results AS r (task_id, name, priority, state, attempts, max_attempts,
-                                             enqueued_at, due_at, started_at, finished_at, result, error,
-                                             chord_id)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[],
-                                  $7::timestamptz[], $8::timestamptz[], $9::timestamptz[],
-                                  $10::timestamptz[], $11::jsonb[], $12::text[], $13::uuid[])
-             ON CONFLICT (task_id) DO UPDATE SET
-                 state = EXCLUDED.state,
-                 attempts = EXCLUDED.attempts,
-                 due_at = EXCLUDED.due_at,
-                 started_at = COALESCE(EXCLUDED.started_at, r.started_at),
-                 finished_at = EXCLUDED.finished_at,
-                 result = EXCLUDED.result,
-                 error = EXCLUDED.error,
-                 updated_at = now()
-             WHERE r.state NOT IN ('succeeded', 'failed', 'dead') AND r.attempts <= EXCLUDED.attempts
-             RETURNING r.task_id, r.state, r.chord_id
-         ), members AS (
-             INSERT INTO tasks.chord_members (task_id, chord_id)
-             SELECT task_id, chord_id FROM upserted
-             WHERE chord_id IS NOT NULL AND state IN ('succeeded', 'failed', 'dead')
-             ON CONFLICT (task_id) DO NOTHING
-             RETURNING chord_id
-         ), counted AS (
-             SELECT chord_id, count(*)::int AS n FROM members GROUP BY chord_id
-         )
-         UPDATE tasks.chords c SET done = c.done + counted.n
-         FROM counted WHERE c.chord_id = counted.chord_id
-         RETURNING c.chord_id, c.done = c.total",
+    let counted = sqlx::query_file!(
+        "src/results/store.sql",
+        &ids,
+        &names as &[&str],
+        &priorities as &[&str],
+        &states as &[&str],
+        &attempts,
+        &max_attempts,
+        &enqueued,
+        &due as &[Option<DateTime<Utc>>],
+        &started as &[Option<DateTime<Utc>>],
+        &finished as &[Option<DateTime<Utc>>],
+        &results as &[Option<serde_json::Value>],
+        &errors as &[Option<&str>],
+        &chords as &[Option<Uuid>],
     )
-    .bind(&ids)
-    .bind(&names)
-    .bind(&priorities)
-    .bind(&states)
-    .bind(&attempts)
-    .bind(&max_attempts)
-    .bind(&enqueued)
-    .bind(&due)
-    .bind(&started)
-    .bind(&finished)
-    .bind(&results)
-    .bind(&errors)
-    .bind(&chords)
     .fetch_all(&mut *tx)
     .await
     .context("storing task results")?;
     let completed: Vec<Uuid> = counted
         .into_iter()
-        .filter_map(|(chord_id, complete)| complete.then_some(chord_id))
+        .filter_map(|row| row.complete.then_some(row.chord_id))
         .collect();
     complete_chords(&mut tx, &completed).await?;
     tx.commit().await.context("storing task results")?;
@@ -289,12 +260,13 @@ pub(crate) async fn complete_chords(
 
 /// The members of chord `chord_id`, by task id.
 pub async fn of_chord(pool: &PgPool, chord_id: Uuid) -> anyhow::Result<Vec<TaskRow>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM tasks.results WHERE chord_id = $1 ORDER BY task_id")
-            .bind(chord_id)
-            .fetch_all(pool)
-            .await?,
+    Ok(sqlx::query_as!(
+        TaskRow,
+        "SELECT * FROM tasks.results WHERE chord_id = $1 ORDER BY task_id",
+        chord_id
     )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A task's row, as the API and the CLI show it.
@@ -332,12 +304,13 @@ pub struct TaskRow {
 
 /// Task `task_id`'s row.
 pub async fn get(pool: &PgPool, task_id: Uuid) -> anyhow::Result<Option<TaskRow>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM tasks.results WHERE task_id = $1")
-            .bind(task_id)
-            .fetch_optional(pool)
-            .await?,
+    Ok(sqlx::query_as!(
+        TaskRow,
+        "SELECT * FROM tasks.results WHERE task_id = $1",
+        task_id
     )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Which tasks to list.
@@ -355,16 +328,17 @@ pub struct Filter {
 
 /// Tasks, newest first (task ids are UUIDv7: their order is the enqueue order).
 pub async fn list(pool: &PgPool, filter: &Filter) -> anyhow::Result<Vec<TaskRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        TaskRow,
         "SELECT * FROM tasks.results
          WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR name = $2)
            AND ($3::uuid IS NULL OR task_id < $3)
          ORDER BY task_id DESC LIMIT $4",
+        filter.state.map(State::as_str),
+        filter.name.as_deref(),
+        filter.before,
+        filter.limit,
     )
-    .bind(filter.state.map(State::as_str))
-    .bind(filter.name.as_deref())
-    .bind(filter.before)
-    .bind(filter.limit)
     .fetch_all(pool)
     .await?)
 }

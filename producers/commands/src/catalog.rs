@@ -88,12 +88,13 @@ impl ProductCatalog {
 
     /// Up to `limit` products in SKU order, after `after`.
     pub async fn list(&self, after: Option<&str>, limit: i64) -> sqlx::Result<Vec<Product>> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            Product,
             "SELECT sku, name, created_at, updated_at FROM commands.products
              WHERE $1::text IS NULL OR sku > $1 ORDER BY sku LIMIT $2",
+            after,
+            limit,
         )
-        .bind(after)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await
     }
@@ -104,13 +105,14 @@ pub(crate) async fn first_unknown(
     pool: &PgPool,
     skus: &[&str],
 ) -> sqlx::Result<Option<(usize, String)>> {
-    let found: Option<(i64, String)> = sqlx::query_as(
-        "SELECT u.n - 1, u.sku FROM UNNEST($1::text[]) WITH ORDINALITY AS u(sku, n)
-         WHERE NOT EXISTS (SELECT 1 FROM commands.products p WHERE p.sku = u.sku)
-         ORDER BY u.n LIMIT 1",
+    let found = sqlx::query!(
+        r#"SELECT u.n - 1 AS "index!", u.sku AS "sku!"
+           FROM UNNEST($1::text[]) WITH ORDINALITY AS u(sku, n)
+           WHERE NOT EXISTS (SELECT 1 FROM commands.products p WHERE p.sku = u.sku)
+           ORDER BY u.n LIMIT 1"#,
+        skus as &[&str],
     )
-    .bind(skus)
     .fetch_optional(pool)
     .await?;
-    Ok(found.map(|(n, sku)| (n as usize, sku)))
+    Ok(found.map(|row| (row.index as usize, row.sku)))
 }

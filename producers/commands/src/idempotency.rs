@@ -123,13 +123,15 @@ async fn claim<T: DeserializeOwned>(
     if claimed {
         return Ok(None);
     }
-    let (same_request, response): (bool, Option<serde_json::Value>) = sqlx::query_as(
-        "SELECT request_hash = sha256($2), response FROM commands.idempotency_keys WHERE key = $1",
+    let row = sqlx::query!(
+        r#"SELECT request_hash = sha256($2) AS "same_request!", response
+           FROM commands.idempotency_keys WHERE key = $1"#,
+        key.key,
+        key.request,
     )
-    .bind(&key.key)
-    .bind(&key.request)
     .fetch_one(&mut *conn)
     .await?;
+    let (same_request, response) = (row.same_request, row.response);
     if !same_request {
         return Err(CommandError::IdempotencyKeyReused);
     }

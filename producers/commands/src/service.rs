@@ -221,13 +221,15 @@ pub async fn transition(
     record: &OutboxRecord,
     now: DateTime<Utc>,
 ) -> Result<OrderAccepted, CommandError> {
-    let row: Option<(String, i32, String, i64)> = sqlx::query_as(
+    let row = sqlx::query!(
         "SELECT status, version, currency, total_minor FROM commands.orders WHERE order_id = $1 FOR UPDATE",
+        order_id
     )
-    .bind(order_id)
     .fetch_optional(&mut *conn)
-    .await?;
-    let (status, version, currency, total_minor) = row.ok_or(CommandError::NotFound(order_id))?;
+    .await?
+    .ok_or(CommandError::NotFound(order_id))?;
+    let (status, version, currency, total_minor) =
+        (row.status, row.version, row.currency, row.total_minor);
     if let Some(expected) = expected_version
         && expected != version
     {

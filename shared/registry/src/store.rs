@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use apache_avro::Schema;
-use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool};
 
 use crate::compatibility::{self, Incompatibility, Level};
 
@@ -41,17 +41,6 @@ pub(crate) struct Registered {
     pub(crate) schema: String,
 }
 
-impl Registered {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        Ok(Self {
-            subject: row.try_get("subject")?,
-            version: row.try_get("version")?,
-            id: row.try_get("id")?,
-            schema: row.try_get("schema")?,
-        })
-    }
-}
-
 /// A version of a subject as requested: a number or the latest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum VersionRef {
@@ -71,18 +60,6 @@ pub(crate) enum Registration {
         level: Level,
         incompatibility: Incompatibility,
     },
-}
-
-/// A query for versions as [`Registered`] rows, followed by `$tail` (a
-/// literal: sqlx takes only static SQL, which keeps values in bound parameters).
-macro_rules! versions_where {
-    ($tail:literal) => {
-        concat!(
-            "SELECT v.subject, v.version, s.id, s.schema \
-             FROM registry_subject_versions v JOIN registry_schemas s ON s.id = v.schema_id ",
-            $tail
-        )
-    };
 }
 
 /// Registers `candidate` under `subject` unless it is there already, checking
@@ -142,10 +119,10 @@ pub(crate) async fn register(
 /// transaction, and the follow-up statement sees its row.
 async fn insert_schema(conn: &mut PgConnection, schema: &str) -> anyhow::Result<i32> {
     let find = || {
-        sqlx::query_scalar::<_, i32>(
+        sqlx::query_scalar!(
             "SELECT id FROM registry_schemas WHERE fingerprint = sha256($1)",
+            schema.as_bytes()
         )
-        .bind(schema.as_bytes())
     };
     if let Some(id) = find()
         .fetch_optional(&mut *conn)
@@ -154,12 +131,12 @@ async fn insert_schema(conn: &mut PgConnection, schema: &str) -> anyhow::Result<
     {
         return Ok(id);
     }
-    let inserted = sqlx::query_scalar::<_, i32>(
-        "INSERT INTO registry_schemas (schema_type, schema, fingerprint) VALUES ('AVRO', $1, sha256($2)) \
+    let inserted = sqlx::query_scalar!(
+        "INSERT INTO registry_schemas (schema_type, schema, fingerprint) VALUES ('AVRO', $1, sha256($2))
          ON CONFLICT (fingerprint) DO NOTHING RETURNING id",
+        schema,
+        schema.as_bytes()
     )
-    .bind(schema)
-    .bind(schema.as_bytes())
     .fetch_optional(&mut *conn)
     .await
     .context("inserting the schema")?;
@@ -194,15 +171,16 @@ pub(crate) async fn history(
     conn: &mut PgConnection,
     subject: &str,
 ) -> anyhow::Result<Vec<Registered>> {
-    let rows = sqlx::query(versions_where!("WHERE v.subject = $1 ORDER BY v.version"))
-        .bind(subject)
-        .fetch_all(&mut *conn)
-        .await
-        .context("reading the subject's versions")?;
-    rows.iter()
-        .map(Registered::from_row)
-        .collect::<sqlx::Result<_>>()
-        .context("decoding versions")
+    sqlx::query_as!(
+        Registered,
+        "SELECT v.subject, v.version, s.id, s.schema
+         FROM registry_subject_versions v JOIN registry_schemas s ON s.id = v.schema_id
+         WHERE v.subject = $1 ORDER BY v.version",
+        subject
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .context("reading the subject's versions")
 }
 
 /// [`history`] on a pooled connection.
@@ -217,25 +195,23 @@ pub(crate) async fn version(
     subject: &str,
     version: VersionRef,
 ) -> anyhow::Result<Option<Registered>> {
-    let query = match version {
-        VersionRef::Latest => sqlx::query(versions_where!(
-            "WHERE v.subject = $1 ORDER BY v.version DESC LIMIT 1"
-        ))
-        .bind(subject),
-        VersionRef::Number(number) => {
-            sqlx::query(versions_where!("WHERE v.subject = $1 AND v.version = $2"))
-                .bind(subject)
-                .bind(number)
-        }
+    // Latest is the highest number: `$2` NULL orders by version, descending.
+    let number = match version {
+        VersionRef::Latest => None,
+        VersionRef::Number(number) => Some(number),
     };
-    let row = query
-        .fetch_optional(pool)
-        .await
-        .context("reading a version")?;
-    row.as_ref()
-        .map(Registered::from_row)
-        .transpose()
-        .context("decoding a version")
+    sqlx::query_as!(
+        Registered,
+        "SELECT v.subject, v.version, s.id, s.schema
+         FROM registry_subject_versions v JOIN registry_schemas s ON s.id = v.schema_id
+         WHERE v.subject = $1 AND ($2::int IS NULL OR v.version = $2)
+         ORDER BY v.version DESC LIMIT 1",
+        subject,
+        number
+    )
+    .fetch_optional(pool)
+    .await
+    .context("reading a version")
 }
 
 /// The version of `subject` that holds `normalized`, if any.
@@ -244,18 +220,17 @@ pub(crate) async fn lookup(
     subject: &str,
     normalized: &str,
 ) -> anyhow::Result<Option<Registered>> {
-    let row = sqlx::query(versions_where!(
-        "WHERE v.subject = $1 AND s.fingerprint = sha256($2)"
-    ))
-    .bind(subject)
-    .bind(normalized.as_bytes())
+    sqlx::query_as!(
+        Registered,
+        "SELECT v.subject, v.version, s.id, s.schema
+         FROM registry_subject_versions v JOIN registry_schemas s ON s.id = v.schema_id
+         WHERE v.subject = $1 AND s.fingerprint = sha256($2)",
+        subject,
+        normalized.as_bytes()
+    )
     .fetch_optional(pool)
     .await
-    .context("looking up a schema")?;
-    row.as_ref()
-        .map(Registered::from_row)
-        .transpose()
-        .context("decoding a version")
+    .context("looking up a schema")
 }
 
 /// Whether `subject` has any version.
@@ -298,11 +273,16 @@ pub(crate) async fn schema(pool: &PgPool, id: i32) -> anyhow::Result<Option<Stri
 
 /// The `(subject, version)` pairs that use schema `id`.
 pub(crate) async fn usages(pool: &PgPool, id: i32) -> anyhow::Result<Vec<(String, i32)>> {
-    sqlx::query_as("SELECT subject, version FROM registry_subject_versions WHERE schema_id = $1 ORDER BY subject, version")
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .context("listing a schema's versions")
+    Ok(sqlx::query!(
+        "SELECT subject, version FROM registry_subject_versions WHERE schema_id = $1 ORDER BY subject, version",
+        id
+    )
+    .fetch_all(pool)
+    .await
+    .context("listing a schema's versions")?
+    .into_iter()
+    .map(|r| (r.subject, r.version))
+    .collect())
 }
 
 /// The level that applies to `subject`: its own, else the global one, else the default.
