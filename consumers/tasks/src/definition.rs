@@ -346,6 +346,24 @@ fn refuse_unknown_fields(schema: &Schema, json: &[u8]) -> Result<(), ArgsError> 
     }
 }
 
+impl Enqueue {
+    /// Task `T` with `args`, on `tasks.default`, due now.
+    pub fn new<T: Task>(args: &T::Args) -> anyhow::Result<Self> {
+        let schema = <T::Args as apache_avro::AvroSchema>::get_schema();
+        let args =
+            anyhow::Context::context(encode_args(&schema, args), "encoding the task's arguments")?;
+        Ok(Self::raw(T::NAME, args))
+    }
+
+    /// Task `name` with arguments given as JSON, checked against the catalog.
+    pub fn json(catalog: &Catalog, name: &str, args: &[u8]) -> Result<Self, EnqueueError> {
+        let args = catalog
+            .encode_json(name, args)
+            .ok_or_else(|| EnqueueError::UnknownTask(name.to_owned()))??;
+        Ok(Self::raw(name, args))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,23 +466,5 @@ mod tests {
             matches!(outcome, Err(TaskError::Permanent(_))),
             "{outcome:?}"
         );
-    }
-}
-
-impl Enqueue {
-    /// Task `T` with `args`, on `tasks.default`, due now.
-    pub fn new<T: Task>(args: &T::Args) -> anyhow::Result<Self> {
-        let schema = <T::Args as apache_avro::AvroSchema>::get_schema();
-        let args =
-            anyhow::Context::context(encode_args(&schema, args), "encoding the task's arguments")?;
-        Ok(Self::raw(T::NAME, args))
-    }
-
-    /// Task `name` with arguments given as JSON, checked against the catalog.
-    pub fn json(catalog: &Catalog, name: &str, args: &[u8]) -> Result<Self, EnqueueError> {
-        let args = catalog
-            .encode_json(name, args)
-            .ok_or_else(|| EnqueueError::UnknownTask(name.to_owned()))??;
-        Ok(Self::raw(name, args))
     }
 }

@@ -259,9 +259,9 @@ impl Relay {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.settings.retention)
                 .context("relay.retention is too long")?;
-        Ok(outbox::delete_published_before(conn, cutoff)
+        outbox::delete_published_before(conn, cutoff)
             .await
-            .context("cleaning up published rows")?)
+            .context("cleaning up published rows")
     }
 
     /// One unit of work: publish up to `batch_size` unpublished rows in id
