@@ -302,12 +302,7 @@ async fn ensure_role(
 /// role must exist. Returns the relations of `read_model`.
 pub async fn grant(conn: &mut PgConnection, role: &AnalystRole) -> anyhow::Result<Vec<Relation>> {
     let mut tx = conn.begin().await?;
-    sqlx::query!(
-        "SELECT set_config('tributary.analyst', $1, true)",
-        role.as_str()
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    name_the_role(&mut tx, role).await?;
     sqlx::query_file!("src/analysts/grant.sql")
         .execute(&mut *tx)
         .await
@@ -319,15 +314,22 @@ pub async fn grant(conn: &mut PgConnection, role: &AnalystRole) -> anyhow::Resul
     Ok(relations)
 }
 
-/// Revokes what [`grant`] gave `role`; the role stays.
-pub async fn revoke(conn: &mut PgConnection, role: &AnalystRole) -> anyhow::Result<()> {
-    let mut tx = conn.begin().await?;
+/// Names `role` to the transaction's DO blocks (`tributary.analyst`): a
+/// bound parameter, which the blocks quote with `format('%I')`.
+async fn name_the_role(conn: &mut PgConnection, role: &AnalystRole) -> sqlx::Result<()> {
     sqlx::query!(
         "SELECT set_config('tributary.analyst', $1, true)",
         role.as_str()
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(conn)
     .await?;
+    Ok(())
+}
+
+/// Revokes what [`grant`] gave `role`; the role stays.
+pub async fn revoke(conn: &mut PgConnection, role: &AnalystRole) -> anyhow::Result<()> {
+    let mut tx = conn.begin().await?;
+    name_the_role(&mut tx, role).await?;
     sqlx::query_file!("src/analysts/revoke.sql")
         .execute(&mut *tx)
         .await
