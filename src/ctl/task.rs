@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde_json::json;
@@ -100,12 +100,10 @@ pub async fn run(settings: Settings, command: TaskCommand) -> anyhow::Result<()>
             }
             request.max_attempts = max_attempts;
             request.time_limit = time_limit;
-            let mut tx = app.pool.begin().await?;
             let task_id = enqueuer
-                .enqueue_in(&mut tx, &request)
+                .enqueue(&app.pool, &request)
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
-            tx.commit().await.context("committing the enqueue")?;
             if json {
                 println!(
                     "{}",

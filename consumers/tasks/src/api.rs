@@ -101,13 +101,11 @@ async fn enqueue(
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut tx = tasks.pool.begin().await.map_err(anyhow::Error::from)?;
     let task_id = tasks
         .enqueuer
-        .enqueue_in(&mut tx, &request)
+        .enqueue(&tasks.pool, &request)
         .await
         .map_err(problem)?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -234,6 +234,21 @@ impl Enqueuer {
         Ok(message.task_id)
     }
 
+    /// Enqueues on its own (one transaction of its own): what `POST /tasks`
+    /// and `tributary ctl task enqueue` call.
+    pub async fn enqueue(
+        &self,
+        pool: &sqlx::PgPool,
+        request: &Enqueue,
+    ) -> Result<Uuid, EnqueueError> {
+        let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
+        let task_id = self.enqueue_in(&mut tx, request).await?;
+        tx.commit()
+            .await
+            .map_err(|error| anyhow::Error::from(error).context("committing the enqueue"))?;
+        Ok(task_id)
+    }
+
     /// Starts a chord for `parent` (see [`crate::TaskContext::chord`]).
     pub async fn start_chord(
         &self,

@@ -233,10 +233,9 @@ pub(crate) async fn complete_chords(
     if chords.is_empty() {
         return Ok(());
     }
-    // The callbacks go in through the outbox's own insert
-    // (`commands.outbox_append`, the outbox crate's SQL interface), in the
-    // statement that completes their chords.
-    sqlx::query!(
+    // The callbacks go in through the outbox crate's insert (`outbox_query!`
+    // ends this statement with it), in the statement that completes their chords.
+    tributary_outbox::outbox_query!(
         "WITH completed AS (
              UPDATE tasks.chords SET completed_at = now()
              WHERE chord_id = ANY($1) AND completed_at IS NULL
@@ -246,13 +245,13 @@ pub(crate) async fn complete_chords(
              SELECT callback_task_id, callback_name, callback_priority, 'pending', 0,
                     callback_max_attempts, now()
              FROM completed
-         )
-         SELECT commands.outbox_append((callback_headers->>'event_id')::uuid, callback_topic,
-                                       callback_task_id::text, callback_value, callback_headers)
+         ) ",
+        "SELECT (callback_headers->>'event_id')::uuid, callback_topic, callback_task_id::text,
+                callback_value, callback_headers
          FROM completed",
         chords
     )
-    .fetch_all(conn)
+    .execute(conn)
     .await
     .context("enqueueing chord callbacks")?;
     Ok(())

@@ -106,26 +106,35 @@ impl Orders {
                 let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity.get()).collect();
                 let prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price.get()).collect();
                 // The order, its lines and its event in one statement: one round
-                // trip. The event goes in through the outbox's own insert
-                // (`commands.outbox_append`, the outbox crate's SQL interface).
-                sqlx::query_file!(
-                    "src/sql/place_order.sql",
-                    order_id,
-                    order.customer_id,
-                    order.currency.code(),
-                    total_minor,
-                    now,
-                    &line_nos,
-                    &skus as &[&str],
-                    &quantities,
-                    &prices,
-                    record.event_id,
-                    record.topic,
-                    record.key,
-                    record.value,
-                    record.headers_json(),
-                )
-                .fetch_one(&mut *tx)
+            // trip. The event goes in through the outbox crate's insert
+            // (`outbox_query!` appends it to this statement; the statement is
+            // inline because the macro composes literals, not files).
+            tributary_outbox::outbox_query!(
+                "WITH new_order AS (
+                     INSERT INTO commands.orders
+                         (order_id, customer_id, status, currency, total_minor, version, placed_at, updated_at)
+                     VALUES ($6, $7, 'placed', $8, $9, 1, $10, $10)
+                 ), new_lines AS (
+                     INSERT INTO commands.order_lines (order_id, line_no, sku, quantity, unit_price_minor)
+                     SELECT $6, * FROM UNNEST($11::int[], $12::text[], $13::int[], $14::bigint[])
+                 ) ",
+                "VALUES ($1, $2, $3, $4, $5)",
+                record.event_id,
+                record.topic,
+                record.key,
+                record.value,
+                record.headers_json(),
+                order_id,
+                order.customer_id,
+                order.currency.code(),
+                total_minor,
+                now,
+                &line_nos,
+                &skus as &[&str],
+                &quantities,
+                &prices,
+            )
+            .execute(&mut *tx)
                 .await
                 .map_err(|error| match &error {
                     sqlx::Error::Database(db) if db.constraint() == Some(SKU_IN_CATALOG) => {

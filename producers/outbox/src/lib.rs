@@ -7,13 +7,13 @@
 //!
 //! Everything that touches the table goes through this crate:
 //!
-//! - [`OutboxRecord::append`]: the one insert, inside the caller's transaction
+//! - [`OutboxRecord::append`]: the insert, inside the caller's transaction
 //!   (the command API, the process manager, the task enqueuer).
-//! - `commands.outbox_append(event_id, topic, key, value, headers)`: the same
-//!   insert as a SQL function (migration 2006), for a caller that must write
-//!   its state and its event in one statement (PlaceOrder, a chord's
-//!   callback). It is this crate's SQL-level interface; no other crate names
-//!   the outbox's columns.
+//! - [`outbox_query!`]: the same insert at the end of a caller's own
+//!   statement, for a caller that must write its state and its events in one
+//!   round trip (PlaceOrder; a chord's callbacks). It names the outbox's
+//!   columns, so no other crate does; the statement is still checked at
+//!   compile time as a whole.
 //! - [`relay`]: the reads, updates and deletes the relay needs, and the
 //!   wake-up machinery (the insert trigger's NOTIFY, the idle flag).
 //!
@@ -26,13 +26,41 @@
 //!
 //! The table itself was created by the command side's first migration
 //! (2001, with the orders; a migration's text cannot change once applied);
-//! its trigger, wake-up flag and append function are this crate's migrations
-//! (2003, 2005, 2006), and later changes to the table go here.
+//! its trigger and wake-up flag are this crate's migrations (2003, 2005),
+//! and later changes to the table go here.
 
 mod record;
 pub mod relay;
 
 pub use record::{Causation, OutboxRecord, Route};
 
-/// The outbox's migrations (`commands.outbox`'s trigger, wake-up flag and append function).
+/// A compile-checked statement (`sqlx::query!`) that ends by inserting into
+/// the outbox: `$prelude` (the caller's `WITH … ( … ), … ( … ) ` writing its
+/// own state, or `""`), then `INSERT INTO commands.outbox (event_id, topic,
+/// key, value, headers) `, then `$rows` (`VALUES ($n, …)` or a `SELECT` of
+/// the five columns), with the statement's arguments in `$` order.
+///
+/// One statement is one round trip, and without a transaction of its own
+/// (PlaceOrder without an idempotency key) it commits by itself.
+///
+/// ```ignore
+/// tributary_outbox::outbox_query!(
+///     "WITH done AS (UPDATE app.things SET done = true WHERE id = $1) ",
+///     "VALUES ($2, $3, $4, $5, $6)",
+///     id, record.event_id, record.topic, record.key, record.value, record.headers_json(),
+/// )
+/// .execute(&mut *tx)
+/// .await?;
+/// ```
+#[macro_export]
+macro_rules! outbox_query {
+    ($prelude:literal, $rows:literal $(, $arg:expr)* $(,)?) => {
+        ::sqlx::query!(
+            $prelude + "INSERT INTO commands.outbox (event_id, topic, key, value, headers) " + $rows
+            $(, $arg)*
+        )
+    };
+}
+
+/// The outbox's migrations (`commands.outbox`'s trigger and wake-up flag).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -124,15 +124,16 @@ impl OutboxRecord {
 
     /// Appends the record to the outbox inside the caller's transaction.
     pub async fn append(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        sqlx::query!(
-            r#"SELECT commands.outbox_append($1, $2, $3, $4, $5) AS "id!""#,
+        crate::outbox_query!(
+            "",
+            "VALUES ($1, $2, $3, $4, $5)",
             self.event_id,
             self.topic,
             self.key,
             self.value,
             self.headers_json(),
         )
-        .fetch_one(conn)
+        .execute(conn)
         .await?;
         Ok(())
     }
